@@ -1,0 +1,17 @@
+//! Klaxon's domain core: the rules of the product as pure functions.
+//!
+//! Nothing in this crate performs IO or reads a clock. Functions take `now`
+//! (milliseconds since the Unix epoch, from the server's virtual clock) and
+//! return new state plus the effects to carry out, so the on-call logic can
+//! be tested exhaustively in microseconds.
+
+pub mod escalation;
+pub mod id;
+pub mod incident;
+pub mod role;
+pub mod time;
+pub mod validate;
+
+pub use id::PublicId;
+pub use incident::{IncidentAction, IncidentState, Transition, TransitionError};
+pub use role::Role;

@@ -1,0 +1,462 @@
+//! Klaxon's storage layer.
+//!
+//! One domain-level [`Store`] trait with two native backends: SQLite (the
+//! embedded default) and PostgreSQL (scale-out). Each backend is written in
+//! its own SQL dialect with its own migrations, kept in lockstep; one
+//! contract test suite (`tests/contract.rs`) runs against both.
+//!
+//! Every method that reads or writes account data takes the account id, so
+//! tenant isolation is a property of the interface. Every mutating method
+//! writes its audit event in the same transaction as the change.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use klaxon_core::time::Millis;
+use klaxon_core::{IncidentAction, TransitionError};
+use serde_json::Value;
+
+pub mod model;
+pub mod postgres;
+pub mod sqlite;
+
+pub use model::*;
+
+/// What can go wrong in the store, in domain terms. Handlers never see
+/// `sqlx::Error`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such row in this account.
+    #[error("not found")]
+    NotFound,
+    /// A unique field's value is used already (the field's name).
+    #[error("{0} has already been taken")]
+    Taken(&'static str),
+    /// A field refers to something that does not exist or does not fit.
+    #[error("{field} {message}")]
+    Invalid {
+        /// The request field at fault.
+        field: &'static str,
+        /// Rails-style message, e.g. "does not exist".
+        message: String,
+    },
+    /// The request conflicts with the current state (e.g. a policy in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// The incident cannot make this move.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Backend(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Result alias for store calls.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Accounts, users and API tokens.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates an account with its owner (an admin) and a first API token, atomically.
+    async fn create_account(
+        &self,
+        name: &str,
+        owner: &UserInput,
+        token_hash: &str,
+        now: Millis,
+    ) -> Result<(Account, User, ApiToken)>;
+    /// Whether any account exists (a brand-new database prints setup help).
+    async fn has_accounts(&self) -> Result<bool>;
+    /// Resolves an API token (by its hash) to its user and account.
+    async fn principal_by_token(&self, token_hash: &str) -> Result<Option<Principal>>;
+    /// Records that a token was used.
+    async fn touch_token(&self, token_id: &str, now: Millis) -> Result<()>;
+    /// Finds a user by sign-in email, across accounts (email is globally unique).
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
+    /// Issues a token for a user.
+    async fn create_token(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        name: &str,
+        token_hash: &str,
+        now: Millis,
+    ) -> Result<ApiToken>;
+    /// A user's tokens, newest first.
+    async fn list_tokens(&self, account_id: &str, user_id: &str) -> Result<Vec<ApiToken>>;
+    /// Revokes one of a user's tokens.
+    async fn delete_token(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        token_id: &str,
+        now: Millis,
+    ) -> Result<()>;
+    /// Adds a user to an account.
+    async fn create_user(
+        &self,
+        account_id: &str,
+        input: &UserInput,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<User>;
+    /// The account's users, oldest first.
+    async fn list_users(&self, account_id: &str) -> Result<Vec<User>>;
+    /// One user of the account.
+    async fn get_user(&self, account_id: &str, id: &str) -> Result<User>;
+    /// Replaces a user's fields; `changes` is the audit changeset.
+    async fn update_user(
+        &self,
+        account_id: &str,
+        id: &str,
+        input: &UserInput,
+        changes: &Value,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<User>;
+    /// Removes a user. Refused while an escalation rule names them or when
+    /// they are the account's last admin.
+    async fn delete_user(&self, account_id: &str, id: &str, actor: &Actor, now: Millis)
+        -> Result<()>;
+}
+
+/// Escalation policies and their rules.
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    /// Creates a policy without rules.
+    async fn create_policy(
+        &self,
+        account_id: &str,
+        name: &str,
+        loop_limit: i64,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Policy>;
+    /// The account's policies, by name.
+    async fn list_policies(&self, account_id: &str) -> Result<Vec<Policy>>;
+    /// One policy.
+    async fn get_policy(&self, account_id: &str, id: &str) -> Result<Policy>;
+    /// Renames a policy or changes its loop limit.
+    async fn update_policy(
+        &self,
+        account_id: &str,
+        id: &str,
+        name: &str,
+        loop_limit: i64,
+        changes: &Value,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Policy>;
+    /// Deletes a policy and its rules; refused while a service uses it.
+    async fn delete_policy(&self, account_id: &str, id: &str, actor: &Actor, now: Millis)
+        -> Result<()>;
+    /// A policy's rules in order.
+    async fn list_rules(&self, account_id: &str, policy_id: &str) -> Result<Vec<PolicyRule>>;
+    /// One rule of a policy.
+    async fn get_rule(&self, account_id: &str, policy_id: &str, id: &str) -> Result<PolicyRule>;
+    /// Appends a rule at the end of a policy.
+    async fn create_rule(
+        &self,
+        account_id: &str,
+        policy_id: &str,
+        input: &RuleInput,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<PolicyRule>;
+    /// Replaces a rule's timeout and assignment.
+    #[allow(clippy::too_many_arguments)]
+    async fn update_rule(
+        &self,
+        account_id: &str,
+        policy_id: &str,
+        id: &str,
+        input: &RuleInput,
+        changes: &Value,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<PolicyRule>;
+    /// Removes a rule and closes the gap in positions.
+    async fn delete_rule(
+        &self,
+        account_id: &str,
+        policy_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()>;
+    /// Reorders a policy's rules; `rule_ids` must name every rule exactly once.
+    async fn sort_rules(
+        &self,
+        account_id: &str,
+        policy_id: &str,
+        rule_ids: &[String],
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Vec<PolicyRule>>;
+}
+
+/// Services.
+#[async_trait]
+pub trait ServiceStore: Send + Sync {
+    /// Creates an enabled service.
+    async fn create_service(
+        &self,
+        account_id: &str,
+        input: &ServiceInput,
+        integration_key: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Service>;
+    /// The account's services, by name, with incident counts.
+    async fn list_services(&self, account_id: &str) -> Result<Vec<Service>>;
+    /// One service with incident counts.
+    async fn get_service(&self, account_id: &str, id: &str) -> Result<Service>;
+    /// Replaces a service's fields.
+    async fn update_service(
+        &self,
+        account_id: &str,
+        id: &str,
+        input: &ServiceInput,
+        changes: &Value,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Service>;
+    /// Deletes a service with its incidents.
+    async fn delete_service(&self, account_id: &str, id: &str, actor: &Actor, now: Millis)
+        -> Result<()>;
+    /// Enables or disables (maintenance) a service. Returns false when it
+    /// already was in that state (nothing written).
+    async fn set_service_state(
+        &self,
+        account_id: &str,
+        id: &str,
+        state: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<bool>;
+    /// Replaces the integration key.
+    async fn set_integration_key(
+        &self,
+        account_id: &str,
+        id: &str,
+        key: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()>;
+    /// Resolves an integration key to its service (any account).
+    async fn service_by_integration_key(&self, key: &str) -> Result<Option<Service>>;
+}
+
+/// Incidents and the audit log.
+#[async_trait]
+pub trait IncidentStore: Send + Sync {
+    /// Opens an incident on a service, assigned to its policy's first rule.
+    ///
+    /// With `dedup`, an unresolved incident with the same key (or, when no
+    /// key is given, the same message) is returned as `Deduplicated` and
+    /// nothing is written; without it an explicit key already in use by an
+    /// unresolved incident is `Taken("key")`. A disabled service is a
+    /// `Conflict`. Safe under any concurrency.
+    #[allow(clippy::too_many_arguments)]
+    async fn trigger_incident(
+        &self,
+        account_id: &str,
+        service_id: &str,
+        new: &NewIncident,
+        dedup: bool,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<TriggerOutcome>;
+    /// Incidents matching a filter, newest first, and the total count.
+    async fn list_incidents(
+        &self,
+        account_id: &str,
+        filter: &IncidentFilter,
+    ) -> Result<(Vec<Incident>, i64)>;
+    /// One incident.
+    async fn get_incident(&self, account_id: &str, id: &str) -> Result<Incident>;
+    /// The newest unresolved incident of a service with this key (or, when
+    /// `key` is `None`, this message).
+    async fn find_open_incident(
+        &self,
+        account_id: &str,
+        service_id: &str,
+        key: Option<&str>,
+        message: Option<&str>,
+    ) -> Result<Option<Incident>>;
+    /// Changes an incident's message, description or details.
+    async fn update_incident(
+        &self,
+        account_id: &str,
+        id: &str,
+        patch: &IncidentPatch,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Incident>;
+    /// Applies a state-machine action (see `klaxon_core::incident::apply`).
+    async fn act_on_incident(
+        &self,
+        account_id: &str,
+        id: &str,
+        action: IncidentAction,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<ActOutcome>;
+    /// Deletes an incident (its events stay in the audit log).
+    async fn delete_incident(&self, account_id: &str, id: &str, actor: &Actor, now: Millis)
+        -> Result<()>;
+    /// Audit events, newest first, and the total count.
+    async fn list_events(&self, account_id: &str, filter: &EventFilter)
+        -> Result<(Vec<Event>, i64)>;
+}
+
+/// The whole store.
+#[async_trait]
+pub trait Store: AccountStore + PolicyStore + ServiceStore + IncidentStore {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<()>;
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<()>;
+    /// Closes the connection pools.
+    async fn close(&self);
+}
+
+/// Opens the store a database URL names: `sqlite://path` (created if
+/// missing) or `postgres://…`. Does not migrate.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        { let _ = postgres::PgStore::connect(url).await?; Err(StoreError::NotFound) }
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
+    } else {
+        Err(StoreError::Invalid {
+            field: "database",
+            message: "must start with sqlite:// or postgres://".into(),
+        })
+    }
+}
+
+/// Helpers shared by both backends that involve no SQL.
+pub(crate) mod util {
+    use klaxon_core::id::{random_hex, PublicId};
+
+    /// A fresh public id as a `String`.
+    pub fn new_id() -> String {
+        PublicId::generate(&mut rand::rng()).to_string()
+    }
+
+    /// A generated incident key: 32 lower-case hex characters.
+    pub fn new_incident_key() -> String {
+        random_hex(&mut rand::rng(), 32)
+    }
+
+    /// Checks that `ids` names every rule exactly once (a reorder request).
+    pub fn check_permutation(rules: &[crate::PolicyRule], ids: &[String]) -> crate::Result<()> {
+        let mut want: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
+        let mut got: Vec<&str> = ids.iter().map(String::as_str).collect();
+        want.sort_unstable();
+        got.sort_unstable();
+        if want == got {
+            Ok(())
+        } else {
+            Err(crate::StoreError::Invalid {
+                field: "rule_ids",
+                message: "must list every rule of the policy exactly once".into(),
+            })
+        }
+    }
+
+    /// The error for an assignment type the store cannot resolve.
+    pub fn unknown_assignment() -> crate::StoreError {
+        crate::StoreError::Invalid {
+            field: "assignment",
+            message: "type must be user".into(),
+        }
+    }
+
+    /// The error for a trigger on a service in maintenance.
+    pub fn service_disabled() -> crate::StoreError {
+        crate::StoreError::Conflict("the service is disabled (maintenance); enable it to open incidents".into())
+    }
+
+    /// Applies a text patch to an incident: the audit changeset
+    /// (`{field: [old, new]}`, empty when nothing changes) and the new
+    /// message, description and details.
+    pub fn apply_patch(
+        before: &crate::Incident,
+        patch: &crate::IncidentPatch,
+    ) -> (
+        serde_json::Map<String, serde_json::Value>,
+        String,
+        Option<String>,
+        Option<serde_json::Value>,
+    ) {
+        use serde_json::json;
+        let mut changes = serde_json::Map::new();
+        let message = patch.message.clone().unwrap_or_else(|| before.message.clone());
+        if message != before.message {
+            changes.insert("message".into(), json!([before.message, message]));
+        }
+        let description = match &patch.description {
+            Some(d) => d.clone(),
+            None => before.description.clone(),
+        };
+        if description != before.description {
+            changes.insert("description".into(), json!([before.description, description]));
+        }
+        let old_details = before.details.as_ref().map(|d| d.0.clone());
+        let details = match &patch.details {
+            Some(d) => d.clone(),
+            None => old_details.clone(),
+        };
+        if details != old_details {
+            changes.insert("details".into(), json!([old_details, details]));
+        }
+        (changes, message, description, details)
+    }
+
+    /// The audit changeset of a state change: `{field: [old, new]}` for each
+    /// field that moved.
+    pub fn transition_changeset(
+        before: &crate::Incident,
+        to: klaxon_core::IncidentState,
+        user_id: &Option<String>,
+        rule_id: &Option<String>,
+        loop_count: i64,
+    ) -> serde_json::Value {
+        use serde_json::json;
+        let mut changes = serde_json::Map::new();
+        if before.state != to.as_str() {
+            changes.insert("state".into(), json!([before.state, to.as_str()]));
+        }
+        if &before.current_user_id != user_id {
+            changes.insert("current_user_id".into(), json!([before.current_user_id, user_id]));
+        }
+        if &before.current_policy_rule_id != rule_id {
+            changes.insert("current_policy_rule_id".into(), json!([before.current_policy_rule_id, rule_id]));
+        }
+        if before.escalation_loop_count != loop_count {
+            changes.insert("escalation_loop_count".into(), json!([before.escalation_loop_count, loop_count]));
+        }
+        serde_json::Value::Object(changes)
+    }
+
+    /// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
+    pub fn like_pattern(q: &str) -> String {
+        let mut out = String::with_capacity(q.len() + 2);
+        out.push('%');
+        for c in q.chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('%');
+        out
+    }
+}

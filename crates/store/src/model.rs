@@ -1,0 +1,341 @@
+//! Rows as the store returns them. Instants are milliseconds since the Unix
+//! epoch; ids are the 8-character public ids.
+
+use klaxon_core::time::Millis;
+use serde_json::Value;
+use sqlx::types::Json;
+
+/// A tenant.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Account {
+    /// Public id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Creation instant.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// A person who can sign in and be paged.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    /// Public id.
+    pub id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// Display name.
+    pub name: String,
+    /// Unique, lower-cased sign-in address.
+    pub email: String,
+    /// `admin`, `responder` or `observer`.
+    pub role: String,
+    /// IANA zone for rendering times to this user.
+    pub time_zone: String,
+    /// Argon2 PHC string; `None` when the user cannot sign in with a password.
+    pub password_hash: Option<String>,
+    /// Creation instant.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// Values for a new or changed user.
+#[derive(Debug, Clone)]
+pub struct UserInput {
+    /// Display name.
+    pub name: String,
+    /// Normalised email address.
+    pub email: String,
+    /// Role name.
+    pub role: String,
+    /// IANA zone.
+    pub time_zone: String,
+    /// Argon2 PHC string.
+    pub password_hash: Option<String>,
+}
+
+/// An API token's metadata (the secret itself is never stored).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiToken {
+    /// Public id.
+    pub id: String,
+    /// Owning user.
+    pub user_id: String,
+    /// Label.
+    pub name: String,
+    /// Creation instant.
+    pub created_at: Millis,
+    /// Last time the token authenticated a request (updated at most once a minute).
+    pub last_used_at: Option<Millis>,
+}
+
+/// Who is making a request, resolved from an API token.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Principal {
+    /// The caller's account; every query is scoped by it.
+    pub account_id: String,
+    /// The caller.
+    pub user_id: String,
+    /// The caller's role name.
+    pub role: String,
+    /// The token used.
+    pub token_id: String,
+    /// When the token was last seen, to throttle `last_used_at` writes.
+    pub last_used_at: Option<Millis>,
+}
+
+/// A service: something that breaks, with an integration key monitoring uses.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Service {
+    /// Public id.
+    pub id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// Unique per account.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Escalation policy.
+    pub policy_id: String,
+    /// Minutes after which an acknowledged incident triggers again.
+    pub acknowledge_timeout: Option<i64>,
+    /// Minutes after which an unresolved incident is resolved by the system.
+    pub auto_resolve_timeout: Option<i64>,
+    /// `enabled` or `disabled`.
+    pub state: String,
+    /// Secret monitoring systems authenticate with.
+    pub integration_key: String,
+    /// Creation instant.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+    /// Incidents in state triggered.
+    pub triggered_count: i64,
+    /// Incidents in state acknowledged.
+    pub acknowledged_count: i64,
+    /// Incidents in state resolved.
+    pub resolved_count: i64,
+}
+
+/// Values for a new or changed service.
+#[derive(Debug, Clone)]
+pub struct ServiceInput {
+    /// Unique per account.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Escalation policy (must exist in the account).
+    pub policy_id: String,
+    /// Minutes, or `None` for off.
+    pub acknowledge_timeout: Option<i64>,
+    /// Minutes, or `None` for off.
+    pub auto_resolve_timeout: Option<i64>,
+}
+
+/// An escalation policy.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Policy {
+    /// Public id.
+    pub id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// Unique per account.
+    pub name: String,
+    /// How many times the rule list is walked.
+    pub loop_limit: i64,
+    /// Creation instant.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// One step of a policy.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PolicyRule {
+    /// Public id.
+    pub id: String,
+    /// Owning policy.
+    pub policy_id: String,
+    /// 0-based order within the policy.
+    pub position: i64,
+    /// Minutes before moving on to the next rule.
+    pub escalation_timeout: i64,
+    /// `user` or `schedule`.
+    pub assignment_type: String,
+    /// The user or schedule id.
+    pub assignee_id: String,
+    /// Creation instant.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// Values for a new or changed rule.
+#[derive(Debug, Clone)]
+pub struct RuleInput {
+    /// Minutes before moving on.
+    pub escalation_timeout: i64,
+    /// `user` or `schedule`.
+    pub assignment_type: String,
+    /// The user or schedule id (must exist in the account).
+    pub assignee_id: String,
+}
+
+/// An incident, with the policy id of its current rule for `_links`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Incident {
+    /// Public id.
+    pub id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// The service it belongs to.
+    pub service_id: String,
+    /// `triggered`, `acknowledged` or `resolved`.
+    pub state: String,
+    /// Short text, required.
+    pub message: String,
+    /// Longer text.
+    pub description: Option<String>,
+    /// Arbitrary JSON (object or string) from the monitoring system.
+    pub details: Option<Json<Value>>,
+    /// Deduplication key.
+    pub key: String,
+    /// Who is assigned now.
+    pub current_user_id: Option<String>,
+    /// Which rule of the policy assigned them.
+    pub current_policy_rule_id: Option<String>,
+    /// The policy the current rule belongs to (joined, for links).
+    pub current_policy_id: Option<String>,
+    /// Which walk of the rule list (1-based).
+    pub escalation_loop_count: i64,
+    /// When it was opened.
+    pub triggered_at: Millis,
+    /// When it was last acknowledged, if it is acknowledged.
+    pub acknowledged_at: Option<Millis>,
+    /// When it was resolved.
+    pub resolved_at: Option<Millis>,
+    /// Creation instant.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// A new incident.
+#[derive(Debug, Clone)]
+pub struct NewIncident {
+    /// Short text.
+    pub message: String,
+    /// Longer text.
+    pub description: Option<String>,
+    /// Arbitrary JSON.
+    pub details: Option<Value>,
+    /// Explicit deduplication key; `None` generates one.
+    pub key: Option<String>,
+}
+
+/// Changed text fields of an incident (`None` leaves a field as it is).
+#[derive(Debug, Clone, Default)]
+pub struct IncidentPatch {
+    /// New message.
+    pub message: Option<String>,
+    /// New description (`Some(None)` clears it).
+    pub description: Option<Option<String>>,
+    /// New details (`Some(None)` clears them).
+    pub details: Option<Option<Value>>,
+}
+
+/// Filters and page for listing incidents.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    /// Only these states (empty: all).
+    pub states: Vec<String>,
+    /// Only this service.
+    pub service_id: Option<String>,
+    /// Only incidents assigned to this user.
+    pub current_user_id: Option<String>,
+    /// Triggered at or after.
+    pub since: Option<Millis>,
+    /// Triggered before.
+    pub until: Option<Millis>,
+    /// Substring of the message (case-insensitive for ASCII).
+    pub q: Option<String>,
+    /// Page size.
+    pub limit: i64,
+    /// Rows to skip.
+    pub offset: i64,
+}
+
+/// An audit event.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Event {
+    /// Public id.
+    pub id: String,
+    /// Like `incident.acknowledge`.
+    pub action: String,
+    /// `incident`, `service`, …
+    pub source_type: String,
+    /// Public id of the source.
+    pub source_id: String,
+    /// `user`, `service` or `system`.
+    pub actor_type: String,
+    /// Public id of the actor (none for the system).
+    pub actor_id: Option<String>,
+    /// What changed: `{field: [old, new]}` or the created object.
+    pub changeset: Json<Value>,
+    /// When.
+    pub created_at: Millis,
+}
+
+/// Filters and page for listing events.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only events of this source type and id.
+    pub source: Option<(String, String)>,
+    /// Page size.
+    pub limit: i64,
+    /// Rows to skip.
+    pub offset: i64,
+}
+
+/// Who did something, recorded on every event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A person, by user id.
+    User(String),
+    /// A monitoring system, by service id.
+    Service(String),
+    /// Klaxon itself (timers).
+    System,
+}
+
+impl Actor {
+    /// `(actor_type, actor_id)` as stored.
+    pub fn parts(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Actor::User(id) => ("user", Some(id)),
+            Actor::Service(id) => ("service", Some(id)),
+            Actor::System => ("system", None),
+        }
+    }
+}
+
+/// What a trigger produced.
+#[derive(Debug, Clone)]
+pub enum TriggerOutcome {
+    /// A new incident.
+    Created(Incident),
+    /// An unresolved incident with the same key (or, without a key, the same
+    /// message) already exists; nothing was written.
+    Deduplicated(Incident),
+}
+
+/// What an action on an incident produced.
+#[derive(Debug, Clone)]
+pub enum ActOutcome {
+    /// The incident changed.
+    Changed(Incident),
+    /// The incident already was where the action would put it.
+    Unchanged(Incident),
+}
