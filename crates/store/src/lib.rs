@@ -54,6 +54,17 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+impl StoreError {
+    /// The database could not be reached in time (pool exhausted, server
+    /// down): worth a 503 rather than a 500.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Backend(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+        )
+    }
+}
+
 /// Result alias for store calls.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -330,7 +341,7 @@ pub trait Store: AccountStore + PolicyStore + ServiceStore + IncidentStore {
 /// missing) or `postgres://…`. Does not migrate.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        { let _ = postgres::PgStore::connect(url).await?; Err(StoreError::NotFound) }
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
     } else {

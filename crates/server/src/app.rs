@@ -1,0 +1,125 @@
+//! Application state, the router, and the one entry point that serves it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::Router;
+use klaxon_store::Store;
+use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::http::{self, error::ApiError};
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// The (possibly accelerated) clock.
+    pub clock: Clock,
+    /// Validated configuration.
+    pub config: Arc<Config>,
+}
+
+/// Every route of the API.
+pub fn router(state: AppState) -> Router {
+    use http::{events, health, incidents, integration, policies, services, sessions, users};
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/registrations", post(sessions::create_registration))
+        .route("/sessions", post(sessions::create_session))
+        .route("/me", get(sessions::show_me))
+        .route("/tokens", get(sessions::list_tokens).post(sessions::create_token))
+        .route("/tokens/{id}", axum::routing::delete(sessions::delete_token))
+        .route("/users", get(users::list_users).post(users::create_user))
+        .route(
+            "/users/{id}",
+            get(users::show_user).put(users::update_user).patch(users::update_user).delete(users::delete_user),
+        )
+        .route("/users/{id}/events", get(events::list_user_events))
+        .route("/policies", get(policies::list_policies).post(policies::create_policy))
+        .route(
+            "/policies/{id}",
+            get(policies::show_policy)
+                .put(policies::update_policy)
+                .patch(policies::update_policy)
+                .delete(policies::delete_policy),
+        )
+        .route("/policies/{id}/events", get(events::list_policy_events))
+        .route("/policies/{id}/rules", get(policies::list_rules).post(policies::create_rule))
+        .route("/policies/{id}/rules/sort", post(policies::sort_rules))
+        .route(
+            "/policies/{id}/rules/{rule_id}",
+            get(policies::show_rule)
+                .put(policies::update_rule)
+                .patch(policies::update_rule)
+                .delete(policies::delete_rule),
+        )
+        .route("/services", get(services::list_services).post(services::create_service))
+        .route(
+            "/services/{id}",
+            get(services::show_service)
+                .put(services::update_service)
+                .patch(services::update_service)
+                .delete(services::delete_service),
+        )
+        .route("/services/{id}/enable", put(services::enable_service))
+        .route("/services/{id}/disable", put(services::disable_service))
+        .route("/services/{id}/integration_key", post(services::regenerate_integration_key))
+        .route("/services/{id}/events", get(events::list_service_events))
+        .route(
+            "/services/{id}/incidents",
+            get(incidents::list_service_incidents).post(incidents::create_incident),
+        )
+        .route("/incidents", get(incidents::list_incidents))
+        .route(
+            "/incidents/{id}",
+            get(incidents::show_incident)
+                .put(incidents::update_incident)
+                .patch(incidents::update_incident)
+                .delete(incidents::delete_incident),
+        )
+        .route("/incidents/{id}/acknowledge", put(incidents::acknowledge_incident))
+        .route("/incidents/{id}/resolve", put(incidents::resolve_incident))
+        .route("/incidents/{id}/trigger", put(incidents::trigger_incident))
+        .route("/incidents/{id}/escalate", put(incidents::escalate_incident))
+        .route("/incidents/{id}/events", get(events::list_incident_events))
+        .route("/events", get(events::list_events))
+        .route("/trigger", put(integration::trigger).post(integration::trigger))
+        .route("/acknowledge", put(integration::acknowledge).post(integration::acknowledge))
+        .route("/resolve", put(integration::resolve).post(integration::resolve))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then stops
+/// accepting, lets in-flight requests finish and closes the store.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let store = state.store.clone();
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    store.close().await;
+    result
+}

@@ -1,0 +1,231 @@
+//! Configuration: flags win over `KLAXON_…` environment variables, which
+//! win over the optional TOML file, which wins over the defaults. Loaded
+//! once at start-up and carried in the application state.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Deserialize;
+
+/// Settings shared by every subcommand that touches the database.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ConfigArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "KLAXON_LISTEN")]
+    pub listen: Option<String>,
+    /// sqlite://path or postgres://… [default: sqlite://./klaxon-data/klaxon.db]
+    #[arg(long = "database", env = "KLAXON_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Base URL for links in notifications and provider callbacks [default: http://<listen>]
+    #[arg(long, env = "KLAXON_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Optional TOML file with the same settings (snake_case keys)
+    #[arg(long, env = "KLAXON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Whether POST /registrations may create accounts: open | closed [default: open]
+    #[arg(long, env = "KLAXON_REGISTRATIONS")]
+    pub registrations: Option<String>,
+    /// Log format: text | json [default: text]
+    #[arg(long, env = "KLAXON_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The TOML file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database_url: Option<String>,
+    public_url: Option<String>,
+    registrations: Option<String>,
+    log_format: Option<String>,
+}
+
+/// Validated configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// Socket address to bind.
+    pub listen: SocketAddr,
+    /// Database URL (may hold a password: redacted in `Debug`).
+    pub database_url: String,
+    /// Base URL for links.
+    pub public_url: String,
+    /// Whether self-service registration is open.
+    pub registrations_open: bool,
+    /// JSON logs instead of text.
+    pub json_logs: bool,
+    /// Virtual clock speed (`KLAXON_CLOCK_SPEED`).
+    pub clock_speed: f64,
+    /// Virtual clock origin in ms (`KLAXON_CLOCK_ORIGIN`, unix seconds).
+    pub clock_origin_ms: Option<i64>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &redact(&self.database_url))
+            .field("public_url", &self.public_url)
+            .field("registrations_open", &self.registrations_open)
+            .field("json_logs", &self.json_logs)
+            .field("clock_speed", &self.clock_speed)
+            .field("clock_origin_ms", &self.clock_origin_ms)
+            .finish()
+    }
+}
+
+/// Hides the password in `scheme://user:password@host/db`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+/// The default database location.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./klaxon-data/klaxon.db";
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+impl ConfigArgs {
+    /// Merges flags/env with the file and defaults, and validates.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let listen_text = pick(&self.listen, &file.listen, DEFAULT_LISTEN);
+        let listen: SocketAddr = listen_text
+            .parse()
+            .with_context(|| format!("listen address {listen_text:?} is not host:port"))?;
+        let database_url = pick(&self.database_url, &file.database_url, DEFAULT_DATABASE_URL);
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            bail!("database URL must start with sqlite:// or postgres://");
+        }
+        let public_url = pick(&self.public_url, &file.public_url, &format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let registrations_open = match pick(&self.registrations, &file.registrations, "open").as_str() {
+            "open" => true,
+            "closed" => false,
+            other => bail!("registrations must be open or closed, not {other:?}"),
+        };
+        let json_logs = match pick(&self.log_format, &file.log_format, "text").as_str() {
+            "text" => false,
+            "json" => true,
+            other => bail!("log format must be text or json, not {other:?}"),
+        };
+        let clock_speed = match std::env::var("KLAXON_CLOCK_SPEED") {
+            Ok(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .with_context(|| format!("KLAXON_CLOCK_SPEED must be a positive number, not {v:?}"))?,
+            Err(_) => 1.0,
+        };
+        let clock_origin_ms = match std::env::var("KLAXON_CLOCK_ORIGIN") {
+            Ok(v) => Some(
+                v.parse::<i64>()
+                    .with_context(|| format!("KLAXON_CLOCK_ORIGIN must be unix seconds, not {v:?}"))?
+                    .saturating_mul(1000),
+            ),
+            Err(_) => None,
+        };
+        Ok(Config {
+            listen,
+            database_url,
+            public_url,
+            registrations_open,
+            json_logs,
+            clock_speed,
+            clock_origin_ms,
+        })
+    }
+}
+
+fn pick(flag: &Option<String>, file: &Option<String>, default: &str) -> String {
+    flag.clone()
+        .or_else(|| file.clone())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// The defaults as a TOML file (`klaxon print-default-config`).
+pub fn default_toml() -> String {
+    format!(
+        "# Klaxon configuration. Flags and KLAXON_* environment variables override these.\n\
+         listen = \"{DEFAULT_LISTEN}\"\n\
+         database_url = \"{DEFAULT_DATABASE_URL}\"\n\
+         # public_url = \"https://klaxon.example.com\"\n\
+         registrations = \"open\"\n\
+         log_format = \"text\"\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("postgres://kx:secret@db:5432/kx"), "postgres://kx:***@db:5432/kx");
+        assert_eq!(redact("postgres://kx@db/kx"), "postgres://kx@db/kx");
+        assert_eq!(redact("sqlite://./a.db"), "sqlite://./a.db");
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = ConfigArgs::default().load().expect("defaults load");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.public_url, "http://127.0.0.1:8080");
+        assert!(c.registrations_open);
+    }
+
+    #[test]
+    fn the_default_file_parses() {
+        toml::from_str::<FileConfig>(&default_toml()).expect("parses");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nregistrations = \"closed\"\n").expect("write");
+        let args = ConfigArgs {
+            listen: Some("127.0.0.1:9001".into()),
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = args.load().expect("loads");
+        assert_eq!(c.listen.port(), 9001);
+        assert!(!c.registrations_open);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let bad = ConfigArgs {
+            listen: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert!(bad.load().is_err());
+        let bad = ConfigArgs {
+            database_url: Some("mysql://x".into()),
+            ..Default::default()
+        };
+        assert!(bad.load().is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! Request bodies and query strings: JSON or form-encoded, with every
+//! failure turned into a clear 4xx JSON error.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+use super::error::ApiError;
+
+/// A request body deserialised from `application/json` or
+/// `application/x-www-form-urlencoded` (what `curl -d` sends). An empty body
+/// without a content type reads as an empty form.
+pub struct Input<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest(format!("could not read the request body: {e}"))
+            }
+        })?;
+        match content_type.as_deref() {
+            Some(ct) if ct == "application/json" || ct.ends_with("+json") => parse_json(&bytes),
+            Some("application/x-www-form-urlencoded") => parse_form(&bytes),
+            None if bytes.is_empty() => parse_form(b""),
+            None if bytes.first() == Some(&b'{') => parse_json(&bytes),
+            None => parse_form(&bytes),
+            Some(_) => Err(ApiError::UnsupportedMediaType),
+        }
+        .map(Input)
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" as &[u8] } else { bytes };
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => field_error(&path, &inner.to_string()),
+            _ => ApiError::BadRequest(format!("malformed JSON: {inner}")),
+        }
+    })
+}
+
+fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(bytes));
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        field_error(&path, &err.into_inner().to_string())
+    })
+}
+
+/// Turns a serde message into a 422 on the field it names.
+fn field_error(path: &str, message: &str) -> ApiError {
+    // serde says "missing field `x`" with the path of the parent.
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or(rest);
+        return ApiError::field(field, "can't be blank");
+    }
+    let field = if path == "." || path.is_empty() { "base" } else { path };
+    // Drop serde's " at line 1 column 20" suffix: the field name says where.
+    let message = message.split(" at line ").next().unwrap_or(message);
+    ApiError::field(field, message)
+}
+
+/// The query string deserialised into `T`; bad values are a 422 naming the
+/// parameter.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parse_form(parts.uri.query().unwrap_or("").as_bytes()).map(Params)
+    }
+}
+
+/// Deserialises a field that may be absent (`None`), `null` (`Some(None)`)
+/// or a value (`Some(Some(v))`), for partial updates. Use with
+/// `#[serde(default, deserialize_with = "nullable")]`.
+pub fn nullable<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
+
+/// Collects field errors for one 422 response.
+#[derive(Default)]
+pub struct Checks(super::error::FieldErrors);
+
+impl Checks {
+    /// Records a problem with a field.
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0.entry(field.to_owned()).or_default().push(message.into());
+    }
+
+    /// Requires a non-blank string of at most `max` bytes; returns it trimmed.
+    pub fn required(&mut self, field: &str, value: Option<&str>, max: usize) -> String {
+        match value.map(str::trim) {
+            None | Some("") => {
+                self.add(field, "can't be blank");
+                String::new()
+            }
+            Some(v) => {
+                self.max_len(field, v, max);
+                v.to_owned()
+            }
+        }
+    }
+
+    /// Checks an optional string's length; blank becomes `None`.
+    pub fn optional(&mut self, field: &str, value: Option<&str>, max: usize) -> Option<String> {
+        let v = value.map(str::trim).filter(|v| !v.is_empty())?;
+        self.max_len(field, v, max);
+        Some(v.to_owned())
+    }
+
+    /// Checks a string's length in bytes.
+    pub fn max_len(&mut self, field: &str, value: &str, max: usize) {
+        if value.len() > max {
+            self.add(field, format!("is too long (maximum is {max} bytes)"));
+        }
+    }
+
+    /// Checks an integer's range.
+    pub fn range(&mut self, field: &str, value: i64, min: i64, max: i64) {
+        if !(min..=max).contains(&value) {
+            self.add(field, format!("must be between {min} and {max}"));
+        }
+    }
+
+    /// `Ok` when nothing was recorded, else the 422.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Unprocessable(self.0))
+        }
+    }
+}

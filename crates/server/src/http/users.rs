@@ -1,0 +1,179 @@
+//! `/users`: the people of an account.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use klaxon_core::validate::{is_time_zone, Email};
+use klaxon_core::Role;
+use klaxon_store::UserInput;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::auth::Auth;
+use super::error::{ApiError, ApiResult};
+use super::input::{Checks, Input};
+use super::sessions::{check_password, parse_email, NAME_MAX};
+use super::{created, path_id, views, Created};
+use crate::app::AppState;
+use crate::password;
+
+/// `POST /users` and `PUT /users/:id` body; absent fields keep their value on update.
+#[derive(Debug, Deserialize)]
+pub struct UserBody {
+    name: Option<String>,
+    email: Option<String>,
+    role: Option<String>,
+    time_zone: Option<String>,
+    password: Option<String>,
+}
+
+fn check_role(checks: &mut Checks, raw: &str) -> String {
+    match Role::parse(raw) {
+        Some(r) => r.as_str().to_owned(),
+        None => {
+            checks.add("role", "must be one of admin, responder, observer");
+            String::new()
+        }
+    }
+}
+
+fn check_zone(checks: &mut Checks, raw: &str) -> String {
+    if !is_time_zone(raw) {
+        checks.add("time_zone", "is not a known IANA time zone (like Europe/Berlin)");
+    }
+    raw.to_owned()
+}
+
+/// `GET /users`
+pub async fn list_users(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+    let users = state.store.list_users(&auth.account_id).await?;
+    Ok(Json(Value::Array(users.iter().map(views::user).collect())))
+}
+
+/// `GET /users/:id`
+pub async fn show_user(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let user = state.store.get_user(&auth.account_id, path_id(&id)?).await?;
+    Ok(Json(views::user(&user)))
+}
+
+/// `POST /users` (admins).
+pub async fn create_user(
+    State(state): State<AppState>,
+    auth: Auth,
+    Input(body): Input<UserBody>,
+) -> ApiResult<Created> {
+    auth.require_admin()?;
+    let mut checks = Checks::default();
+    let name = checks.required("name", body.name.as_deref(), NAME_MAX);
+    let email = parse_email(&mut checks, body.email.as_deref());
+    let role = check_role(&mut checks, body.role.as_deref().unwrap_or("responder"));
+    let time_zone = check_zone(&mut checks, body.time_zone.as_deref().unwrap_or("UTC"));
+    if let Some(p) = &body.password {
+        check_password(&mut checks, p);
+    }
+    checks.finish()?;
+    let password_hash = match body.password {
+        Some(p) => Some(password::hash(p).await?),
+        None => None,
+    };
+    let input = UserInput { name, email, role, time_zone, password_hash };
+    let user = state
+        .store
+        .create_user(&auth.account_id, &input, &auth.actor(), state.clock.now_ms())
+        .await?;
+    Ok(created(format!("/users/{}", user.id), views::user(&user)))
+}
+
+/// `PUT /users/:id`: admins change anyone; others change themselves, but
+/// not their role.
+pub async fn update_user(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Input(body): Input<UserBody>,
+) -> ApiResult<StatusCode> {
+    let id = path_id(&id)?;
+    let is_self = id == auth.user_id;
+    if !is_self {
+        auth.require_admin()?;
+    }
+    let before = state.store.get_user(&auth.account_id, id).await?;
+    let mut checks = Checks::default();
+    let mut changes = Map::new();
+    let name = match body.name.as_deref() {
+        Some(n) => checks.required("name", Some(n), NAME_MAX),
+        None => before.name.clone(),
+    };
+    let email = match body.email.as_deref() {
+        Some(e) => match Email::parse(e) {
+            Some(e) => e.into_string(),
+            None => {
+                checks.add("email", "is not a valid email address");
+                before.email.clone()
+            }
+        },
+        None => before.email.clone(),
+    };
+    let role = match body.role.as_deref() {
+        Some(r) => {
+            if !auth.role.can_manage() && r != before.role {
+                return Err(ApiError::Forbidden("only admins may change roles"));
+            }
+            check_role(&mut checks, r)
+        }
+        None => before.role.clone(),
+    };
+    let time_zone = match body.time_zone.as_deref() {
+        Some(z) => check_zone(&mut checks, z),
+        None => before.time_zone.clone(),
+    };
+    if let Some(p) = &body.password {
+        check_password(&mut checks, p);
+    }
+    checks.finish()?;
+    for (field, old, new) in [
+        ("name", &before.name, &name),
+        ("email", &before.email, &email),
+        ("role", &before.role, &role),
+        ("time_zone", &before.time_zone, &time_zone),
+    ] {
+        if old != new {
+            changes.insert(field.into(), json!([old, new]));
+        }
+    }
+    let password_hash = match body.password {
+        Some(p) => {
+            changes.insert("password".into(), json!("changed"));
+            Some(password::hash(p).await?)
+        }
+        None => before.password_hash.clone(),
+    };
+    if changes.is_empty() {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let input = UserInput { name, email, role, time_zone, password_hash };
+    state
+        .store
+        .update_user(&auth.account_id, id, &input, &Value::Object(changes), &auth.actor(), state.clock.now_ms())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /users/:id` (admins).
+pub async fn delete_user(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    auth.require_admin()?;
+    let id = path_id(&id)?;
+    state
+        .store
+        .delete_user(&auth.account_id, id, &auth.actor(), state.clock.now_ms())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

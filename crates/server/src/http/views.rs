@@ -1,0 +1,174 @@
+//! JSON representations. Lists are bare arrays, objects bare objects (no
+//! root key); every resource carries `_links`, and a link whose target is
+//! absent is left out.
+
+use klaxon_core::time::format_ts;
+use klaxon_store::{ApiToken, Event, Incident, Policy, PolicyRule, Service, User};
+use serde_json::{json, Map, Value};
+
+fn href(path: String) -> Value {
+    json!({ "href": path })
+}
+
+fn ts(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, |ms| Value::String(format_ts(ms)))
+}
+
+/// An incident, with exactly the seed documents' fields and more.
+pub fn incident(i: &Incident) -> Value {
+    let mut links = Map::with_capacity(4);
+    links.insert("self".into(), href(format!("/incidents/{}", i.id)));
+    links.insert("service".into(), href(format!("/services/{}", i.service_id)));
+    if let Some(user) = &i.current_user_id {
+        links.insert("current_user".into(), href(format!("/users/{user}")));
+    }
+    if let (Some(policy), Some(rule)) = (&i.current_policy_id, &i.current_policy_rule_id) {
+        links.insert("current_policy_rule".into(), href(format!("/policies/{policy}/rules/{rule}")));
+    }
+    json!({
+        "id": i.id,
+        "state": i.state,
+        "triggered_at": format_ts(i.triggered_at),
+        "acknowledged_at": ts(i.acknowledged_at),
+        "resolved_at": ts(i.resolved_at),
+        "message": i.message,
+        "description": i.description,
+        "details": i.details.as_ref().map(|d| &d.0),
+        "key": i.key,
+        "service_id": i.service_id,
+        "current_user_id": i.current_user_id,
+        "current_policy_rule_id": i.current_policy_rule_id,
+        "escalation_loop_count": i.escalation_loop_count,
+        "created_at": format_ts(i.created_at),
+        "updated_at": format_ts(i.updated_at),
+        "_links": links,
+    })
+}
+
+/// A user (never the password hash).
+pub fn user(u: &User) -> Value {
+    json!({
+        "id": u.id,
+        "name": u.name,
+        "email": u.email,
+        "role": u.role,
+        "time_zone": u.time_zone,
+        "created_at": format_ts(u.created_at),
+        "updated_at": format_ts(u.updated_at),
+        "_links": {
+            "self": href(format!("/users/{}", u.id)),
+            "events": href(format!("/users/{}/events", u.id)),
+        },
+    })
+}
+
+/// A token's metadata; `secret` only once, at creation.
+pub fn token(t: &ApiToken, secret: Option<&str>) -> Value {
+    let mut v = json!({
+        "id": t.id,
+        "name": t.name,
+        "user_id": t.user_id,
+        "created_at": format_ts(t.created_at),
+        "last_used_at": ts(t.last_used_at),
+        "_links": { "self": href(format!("/tokens/{}", t.id)) },
+    });
+    if let (Some(secret), Some(obj)) = (secret, v.as_object_mut()) {
+        obj.insert("token".into(), Value::String(secret.to_owned()));
+    }
+    v
+}
+
+/// `critical` if any incident is triggered, `warning` if any is
+/// acknowledged, `ok` otherwise; `disabled` for a service in maintenance.
+pub fn health(s: &Service) -> &'static str {
+    if s.state != "enabled" {
+        "disabled"
+    } else if s.triggered_count > 0 {
+        "critical"
+    } else if s.acknowledged_count > 0 {
+        "warning"
+    } else {
+        "ok"
+    }
+}
+
+/// A service; the integration key is shown to admins only.
+pub fn service(s: &Service, show_key: bool) -> Value {
+    let mut v = json!({
+        "id": s.id,
+        "name": s.name,
+        "description": s.description,
+        "policy_id": s.policy_id,
+        "acknowledge_timeout": s.acknowledge_timeout,
+        "auto_resolve_timeout": s.auto_resolve_timeout,
+        "state": s.state,
+        "health": health(s),
+        "incident_counts": {
+            "triggered": s.triggered_count,
+            "acknowledged": s.acknowledged_count,
+            "resolved": s.resolved_count,
+        },
+        "created_at": format_ts(s.created_at),
+        "updated_at": format_ts(s.updated_at),
+        "_links": {
+            "self": href(format!("/services/{}", s.id)),
+            "policy": href(format!("/policies/{}", s.policy_id)),
+            "incidents": href(format!("/services/{}/incidents", s.id)),
+            "events": href(format!("/services/{}/events", s.id)),
+        },
+    });
+    if let (true, Some(obj)) = (show_key, v.as_object_mut()) {
+        obj.insert("integration_key".into(), Value::String(s.integration_key.clone()));
+    }
+    v
+}
+
+/// An escalation policy.
+pub fn policy(p: &Policy) -> Value {
+    json!({
+        "id": p.id,
+        "name": p.name,
+        "loop_limit": p.loop_limit,
+        "created_at": format_ts(p.created_at),
+        "updated_at": format_ts(p.updated_at),
+        "_links": {
+            "self": href(format!("/policies/{}", p.id)),
+            "rules": href(format!("/policies/{}/rules", p.id)),
+            "events": href(format!("/policies/{}/events", p.id)),
+        },
+    })
+}
+
+/// A policy rule.
+pub fn rule(r: &PolicyRule) -> Value {
+    let assignee = match r.assignment_type.as_str() {
+        "user" => format!("/users/{}", r.assignee_id),
+        _ => format!("/schedules/{}", r.assignee_id),
+    };
+    json!({
+        "id": r.id,
+        "policy_id": r.policy_id,
+        "position": r.position,
+        "escalation_timeout": r.escalation_timeout,
+        "assignment": { "type": r.assignment_type, "id": r.assignee_id },
+        "created_at": format_ts(r.created_at),
+        "updated_at": format_ts(r.updated_at),
+        "_links": {
+            "self": href(format!("/policies/{}/rules/{}", r.policy_id, r.id)),
+            "policy": href(format!("/policies/{}", r.policy_id)),
+            "assignee": href(assignee),
+        },
+    })
+}
+
+/// An audit event.
+pub fn event(e: &Event) -> Value {
+    json!({
+        "id": e.id,
+        "action": e.action,
+        "source": { "type": e.source_type, "id": e.source_id },
+        "actor": { "type": e.actor_type, "id": e.actor_id },
+        "changeset": e.changeset.0,
+        "created_at": format_ts(e.created_at),
+    })
+}

@@ -1,0 +1,7 @@
+//! The Klaxon server: configuration, clock, HTTP API.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod password;

@@ -1,0 +1,182 @@
+//! `klaxon`: the on-call management and incident response server.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use klaxon_server::app::{self, AppState};
+use klaxon_server::clock::Clock;
+use klaxon_server::config::{self, Config, ConfigArgs};
+use klaxon_server::http::sessions;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "klaxon", version, about = "On-call management and incident response server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (migrates the database first).
+    Serve(ConfigArgs),
+    /// Apply database migrations and exit.
+    Migrate(ConfigArgs),
+    /// Create an account with its owner (an admin) and print {"account_id","user_id","token"}.
+    Bootstrap {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Account name
+        #[arg(long)]
+        account: String,
+        /// Owner's name
+        #[arg(long)]
+        name: String,
+        /// Owner's email (sign-in)
+        #[arg(long)]
+        email: String,
+        /// Owner's password (optional: without one, sign in with the token)
+        #[arg(long, env = "KLAXON_BOOTSTRAP_PASSWORD")]
+        password: Option<String>,
+    },
+    /// Print a configuration file with the defaults.
+    PrintDefaultConfig,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.load()?;
+            init_logging(&config);
+            runtime.block_on(serve(config))
+        }
+        Command::Migrate(args) => {
+            let config = args.load()?;
+            init_logging(&config);
+            runtime.block_on(async {
+                let store = open_store(&config).await?;
+                store.close().await;
+                println!("migrations applied");
+                Ok(())
+            })
+        }
+        Command::Bootstrap { config, account, name, email, password } => {
+            let config = config.load()?;
+            init_logging(&config);
+            runtime.block_on(async {
+                let store = open_store(&config).await?;
+                let clock = Clock::new(config.clock_speed, config.clock_origin_ms);
+                let input = sessions::Registration {
+                    account_name: Some(account),
+                    name: Some(name),
+                    email: Some(email),
+                    password,
+                };
+                let created = sessions::register(&*store, clock.now_ms(), input).await;
+                store.close().await;
+                match created {
+                    Ok(body) => {
+                        println!("{body}");
+                        Ok(())
+                    }
+                    Err(err) => anyhow::bail!("bootstrap failed: {}", describe(err)),
+                }
+            })
+        }
+        Command::PrintDefaultConfig => {
+            print!("{}", config::default_toml());
+            Ok(())
+        }
+    }
+}
+
+fn describe(err: klaxon_server::http::error::ApiError) -> String {
+    use klaxon_server::http::error::ApiError;
+    match err {
+        ApiError::Unprocessable(errors) => errors
+            .iter()
+            .map(|(field, msgs)| format!("{field} {}", msgs.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn klaxon_store::Store>> {
+    let store = klaxon_store::connect(&config.database_url)
+        .await
+        .with_context(|| format!("opening database {}", config::redact(&config.database_url)))?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let fresh = !store.has_accounts().await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, backend = store.backend(), database = %config::redact(&config.database_url), "klaxon listening");
+    println!("Klaxon listening on http://{addr}");
+    if fresh {
+        println!(
+            "No accounts yet. Create the first one with\n  \
+             klaxon bootstrap --account NAME --name NAME --email EMAIL [--password P]\n\
+             or POST /registrations {{\"account_name\",\"name\",\"email\",\"password\"}}"
+        );
+    }
+    let state = AppState {
+        store,
+        clock: Clock::new(config.clock_speed, config.clock_origin_ms),
+        config: Arc::new(config),
+    };
+    app::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("klaxon stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.json_logs {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
