@@ -49,8 +49,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
+        // serde stops at the first type mismatch, before it has seen the
+        // whole document; only well-formed JSON gets a field error.
+        let well_formed = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
         match inner.classify() {
-            serde_json::error::Category::Data => field_error(&path, &inner.to_string()),
+            serde_json::error::Category::Data if well_formed => field_error(&path, &inner.to_string()),
             _ => ApiError::BadRequest(format!("malformed JSON: {inner}")),
         }
     })
