@@ -1,0 +1,385 @@
+//! What happens to an incident when it is opened, acted on, or one of its
+//! timers comes due — as data.
+//!
+//! [`decide`] is a pure function of the incident's state, its policy, its
+//! service's timeouts and `now`. It returns the state-machine action to
+//! apply, the new assignment, and which durable timers to cancel and
+//! schedule. The store carries the decision out in one transaction.
+
+use crate::escalation::{self, Step};
+use crate::incident::{apply, IncidentAction, IncidentState, Transition, TransitionError};
+use crate::time::Millis;
+
+/// The kinds of durable timer an incident can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// Move to the next rule if still triggered.
+    Escalate,
+    /// Return an acknowledged incident to triggered.
+    AcknowledgeTimeout,
+    /// Resolve an incident left open too long.
+    AutoResolve,
+}
+
+impl TimerKind {
+    /// All kinds.
+    pub const ALL: [TimerKind; 3] = [
+        TimerKind::Escalate,
+        TimerKind::AcknowledgeTimeout,
+        TimerKind::AutoResolve,
+    ];
+
+    /// The name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerKind::Escalate => "escalate",
+            TimerKind::AcknowledgeTimeout => "acknowledge_timeout",
+            TimerKind::AutoResolve => "auto_resolve",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        TimerKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Why [`decide`] is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A new incident.
+    Open,
+    /// A person or monitoring system asked for an action.
+    Act(IncidentAction),
+    /// A timer came due.
+    Timer(TimerKind),
+}
+
+/// Everything the decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The incident's state (`Triggered` for `Open`).
+    pub state: IncidentState,
+    /// Position of the current rule in the policy (`None`: no rule, or it
+    /// was deleted).
+    pub rule_index: Option<usize>,
+    /// Current walk of the rule list, 1-based.
+    pub loop_count: u32,
+    /// Each rule's escalation timeout in milliseconds, in policy order.
+    pub rule_timeouts: &'a [Millis],
+    /// How many times the rule list is walked.
+    pub loop_limit: u32,
+    /// The service's acknowledge timeout in milliseconds.
+    pub acknowledge_timeout: Option<Millis>,
+    /// The service's auto-resolve timeout in milliseconds.
+    pub auto_resolve_timeout: Option<Millis>,
+    /// The instant of the decision.
+    pub now: Millis,
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The state-machine action applied (its name goes in the audit event).
+    pub action: IncidentAction,
+    /// The incident's new state.
+    pub to: IncidentState,
+    /// The new assignment, if it changes.
+    pub step: Option<Step>,
+    /// Timer kinds to delete before scheduling.
+    pub cancel: Vec<TimerKind>,
+    /// Timers to create.
+    pub schedule: Vec<(TimerKind, Millis)>,
+}
+
+/// Decides what `cause` does to an incident.
+///
+/// `Ok(None)`: nothing happens (a repeated action, or a timer that no
+/// longer applies). `Err`: an action the state machine refuses.
+pub fn decide(cause: Cause, ctx: &Context<'_>) -> Result<Option<Decision>, TransitionError> {
+    let rules = ctx.rule_timeouts.len();
+    match cause {
+        Cause::Open => {
+            let step = escalation::first_step(rules);
+            let mut schedule = escalation_timer(ctx, step);
+            if let Some(t) = ctx.auto_resolve_timeout {
+                schedule.push((TimerKind::AutoResolve, ctx.now.saturating_add(t)));
+            }
+            Ok(Some(Decision {
+                action: IncidentAction::Trigger,
+                to: IncidentState::Triggered,
+                step,
+                cancel: Vec::new(),
+                schedule,
+            }))
+        }
+        Cause::Act(action) => act(action, ctx, false),
+        Cause::Timer(TimerKind::Escalate) if ctx.state == IncidentState::Triggered => {
+            act(IncidentAction::Escalate, ctx, true)
+        }
+        Cause::Timer(TimerKind::AcknowledgeTimeout) if ctx.state == IncidentState::Acknowledged => {
+            act(IncidentAction::Trigger, ctx, true)
+        }
+        Cause::Timer(TimerKind::AutoResolve) if ctx.state != IncidentState::Resolved => {
+            act(IncidentAction::Resolve, ctx, true)
+        }
+        // A timer whose condition no longer holds (it should have been
+        // cancelled; firing it late must do nothing).
+        Cause::Timer(_) => Ok(None),
+    }
+}
+
+fn act(action: IncidentAction, ctx: &Context<'_>, timed: bool) -> Result<Option<Decision>, TransitionError> {
+    let to = match apply(ctx.state, action)? {
+        Transition::Unchanged => return Ok(None),
+        Transition::To(to) => to,
+    };
+    let rules = ctx.rule_timeouts.len();
+    let decision = match action {
+        IncidentAction::Acknowledge => Decision {
+            action,
+            to,
+            step: None,
+            cancel: vec![TimerKind::Escalate, TimerKind::AcknowledgeTimeout],
+            schedule: ctx
+                .acknowledge_timeout
+                .map(|t| (TimerKind::AcknowledgeTimeout, ctx.now.saturating_add(t)))
+                .into_iter()
+                .collect(),
+        },
+        IncidentAction::Trigger => {
+            // Paging starts again for the current rule.
+            let current = ctx.rule_index.map(|index| Step {
+                index,
+                loop_count: ctx.loop_count,
+            });
+            Decision {
+                action,
+                to,
+                step: None,
+                cancel: vec![TimerKind::Escalate, TimerKind::AcknowledgeTimeout],
+                schedule: escalation_timer(ctx, current),
+            }
+        }
+        IncidentAction::Escalate => {
+            let next = if timed {
+                escalation::next_timed(rules, ctx.rule_index, ctx.loop_count, ctx.loop_limit)
+            } else {
+                escalation::next_manual(rules, ctx.rule_index, ctx.loop_count)
+            };
+            // A timed escalation past the last permitted step does nothing
+            // (no timer should exist then; a stray one is dropped).
+            if timed && next.is_none() {
+                return Ok(None);
+            }
+            Decision {
+                action,
+                to,
+                step: next,
+                cancel: vec![TimerKind::Escalate, TimerKind::AcknowledgeTimeout],
+                schedule: escalation_timer(ctx, next),
+            }
+        }
+        IncidentAction::Resolve => Decision {
+            action,
+            to,
+            step: None,
+            cancel: TimerKind::ALL.to_vec(),
+            schedule: Vec::new(),
+        },
+    };
+    Ok(Some(decision))
+}
+
+/// The escalation timer for an incident now at `step`: due after that
+/// rule's timeout, if the walk goes on from there.
+fn escalation_timer(ctx: &Context<'_>, step: Option<Step>) -> Vec<(TimerKind, Millis)> {
+    let Some(step) = step else { return Vec::new() };
+    let rules = ctx.rule_timeouts.len();
+    if escalation::next_timed(rules, Some(step.index), step.loop_count, ctx.loop_limit).is_none() {
+        return Vec::new();
+    }
+    let timeout = ctx.rule_timeouts.get(step.index).copied().unwrap_or(0);
+    vec![(TimerKind::Escalate, ctx.now.saturating_add(timeout))]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::MINUTE_MS;
+    use proptest::prelude::*;
+
+    const TIMEOUTS: [Millis; 2] = [30 * MINUTE_MS, 10 * MINUTE_MS];
+
+    fn ctx(state: IncidentState, rule: Option<usize>, loop_count: u32, now: Millis) -> Context<'static> {
+        Context {
+            state,
+            rule_index: rule,
+            loop_count,
+            rule_timeouts: &TIMEOUTS,
+            loop_limit: 2,
+            acknowledge_timeout: Some(60 * MINUTE_MS),
+            auto_resolve_timeout: Some(24 * 60 * MINUTE_MS),
+            now,
+        }
+    }
+
+    #[test]
+    fn opening_assigns_the_first_rule_and_arms_timers() {
+        let d = decide(Cause::Open, &ctx(IncidentState::Triggered, None, 1, 0))
+            .expect("ok")
+            .expect("decision");
+        assert_eq!(d.step, Some(Step { index: 0, loop_count: 1 }));
+        assert_eq!(
+            d.schedule,
+            vec![(TimerKind::Escalate, 30 * MINUTE_MS), (TimerKind::AutoResolve, 24 * 60 * MINUTE_MS)]
+        );
+    }
+
+    #[test]
+    fn timed_escalation_stops_at_the_loop_limit() {
+        // Rule 2 of loop 2 is the end of the walk: no further timer.
+        let d = decide(Cause::Timer(TimerKind::Escalate), &ctx(IncidentState::Triggered, Some(0), 2, 5))
+            .expect("ok")
+            .expect("decision");
+        assert_eq!(d.step, Some(Step { index: 1, loop_count: 2 }));
+        assert!(d.schedule.is_empty());
+        let none = decide(Cause::Timer(TimerKind::Escalate), &ctx(IncidentState::Triggered, Some(1), 2, 5)).expect("ok");
+        assert_eq!(none, None);
+    }
+
+    #[test]
+    fn acknowledge_cancels_escalation_and_arms_the_ack_timeout() {
+        let d = decide(Cause::Act(IncidentAction::Acknowledge), &ctx(IncidentState::Triggered, Some(0), 1, 7))
+            .expect("ok")
+            .expect("decision");
+        assert_eq!(d.to, IncidentState::Acknowledged);
+        assert!(d.cancel.contains(&TimerKind::Escalate));
+        assert_eq!(d.schedule, vec![(TimerKind::AcknowledgeTimeout, 7 + 60 * MINUTE_MS)]);
+    }
+
+    #[test]
+    fn ack_timeout_retriggers_the_current_rule() {
+        let d = decide(Cause::Timer(TimerKind::AcknowledgeTimeout), &ctx(IncidentState::Acknowledged, Some(1), 1, 100))
+            .expect("ok")
+            .expect("decision");
+        assert_eq!(d.action, IncidentAction::Trigger);
+        assert_eq!(d.to, IncidentState::Triggered);
+        assert_eq!(d.schedule, vec![(TimerKind::Escalate, 100 + 10 * MINUTE_MS)]);
+    }
+
+    #[test]
+    fn stale_timers_do_nothing() {
+        for (kind, state) in [
+            (TimerKind::Escalate, IncidentState::Acknowledged),
+            (TimerKind::Escalate, IncidentState::Resolved),
+            (TimerKind::AcknowledgeTimeout, IncidentState::Triggered),
+            (TimerKind::AutoResolve, IncidentState::Resolved),
+        ] {
+            assert_eq!(decide(Cause::Timer(kind), &ctx(state, Some(0), 1, 0)), Ok(None), "{kind:?} {state:?}");
+        }
+    }
+
+    #[test]
+    fn auto_resolve_resolves_and_cancels_everything() {
+        let d = decide(Cause::Timer(TimerKind::AutoResolve), &ctx(IncidentState::Acknowledged, Some(0), 1, 0))
+            .expect("ok")
+            .expect("decision");
+        assert_eq!(d.to, IncidentState::Resolved);
+        assert_eq!(d.cancel, TimerKind::ALL.to_vec());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for k in TimerKind::ALL {
+            assert_eq!(TimerKind::parse(k.as_str()), Some(k));
+        }
+    }
+
+    /// A tiny simulator: applies decisions to an incident and its timers.
+    #[derive(Debug, Clone)]
+    struct Sim {
+        state: IncidentState,
+        step: Option<Step>,
+        timers: Vec<(TimerKind, Millis)>,
+        escalations: usize,
+    }
+
+    impl Sim {
+        fn apply(&mut self, d: Decision) {
+            self.state = d.to;
+            if let Some(step) = d.step {
+                self.step = Some(step);
+            }
+            self.timers.retain(|(k, _)| !d.cancel.contains(k));
+            self.timers.extend(d.schedule);
+            if d.action == IncidentAction::Escalate {
+                self.escalations += 1;
+            }
+        }
+
+        fn ctx<'a>(&self, timeouts: &'a [Millis], limit: u32, now: Millis) -> Context<'a> {
+            Context {
+                state: self.state,
+                rule_index: self.step.map(|s| s.index),
+                loop_count: self.step.map_or(1, |s| s.loop_count),
+                rule_timeouts: timeouts,
+                loop_limit: limit,
+                acknowledge_timeout: None,
+                auto_resolve_timeout: None,
+                now,
+            }
+        }
+    }
+
+    proptest! {
+        /// Left alone, an incident escalates rules × loop_limit − 1 times,
+        /// each step exactly its rule's timeout after the previous one,
+        /// and then no timer is left.
+        #[test]
+        fn unattended_walk(timeouts in prop::collection::vec(1i64..10_000, 1..6), limit in 1u32..5) {
+            let mut sim = Sim { state: IncidentState::Triggered, step: None, timers: vec![], escalations: 0 };
+            let d = decide(Cause::Open, &sim.ctx(&timeouts, limit, 0)).expect("ok").expect("open");
+            sim.apply(d);
+            let mut now = 0;
+            while let Some((kind, due)) = sim.timers.pop() {
+                prop_assert!(due >= now, "no step before its delay");
+                let before = sim.step.expect("assigned");
+                prop_assert_eq!(due - now, timeouts[before.index]);
+                now = due;
+                if let Some(d) = decide(Cause::Timer(kind), &sim.ctx(&timeouts, limit, now)).expect("timers never error") {
+                    sim.apply(d);
+                }
+                prop_assert!(sim.timers.len() <= 1);
+            }
+            prop_assert_eq!(sim.escalations, timeouts.len() * limit as usize - 1);
+            let last = sim.step.expect("assigned");
+            prop_assert_eq!((last.index, last.loop_count), (timeouts.len() - 1, limit));
+        }
+
+        /// After an acknowledge no escalation timer remains; after a
+        /// resolve no timer at all, whatever happened before.
+        #[test]
+        fn ack_and_resolve_cancel_future_effects(
+            timeouts in prop::collection::vec(1i64..10_000, 1..4),
+            actions in prop::collection::vec(0u8..4, 1..20),
+        ) {
+            let mut sim = Sim { state: IncidentState::Triggered, step: None, timers: vec![], escalations: 0 };
+            let d = decide(Cause::Open, &sim.ctx(&timeouts, 3, 0)).expect("ok").expect("open");
+            sim.apply(d);
+            for (n, a) in actions.into_iter().enumerate() {
+                let action = [IncidentAction::Acknowledge, IncidentAction::Trigger, IncidentAction::Escalate, IncidentAction::Resolve][a as usize];
+                match decide(Cause::Act(action), &sim.ctx(&timeouts, 3, n as Millis)) {
+                    Ok(Some(d)) => sim.apply(d),
+                    Ok(None) => {}
+                    Err(_) => prop_assert_eq!(sim.state, IncidentState::Resolved),
+                }
+                match sim.state {
+                    IncidentState::Acknowledged => prop_assert!(sim.timers.iter().all(|(k, _)| *k != TimerKind::Escalate)),
+                    IncidentState::Resolved => prop_assert!(sim.timers.is_empty()),
+                    IncidentState::Triggered => {}
+                }
+            }
+        }
+    }
+}
