@@ -129,7 +129,11 @@ pub fn decide(cause: Cause, ctx: &Context<'_>) -> Result<Option<Decision>, Trans
     }
 }
 
-fn act(action: IncidentAction, ctx: &Context<'_>, timed: bool) -> Result<Option<Decision>, TransitionError> {
+fn act(
+    action: IncidentAction,
+    ctx: &Context<'_>,
+    timed: bool,
+) -> Result<Option<Decision>, TransitionError> {
     let to = match apply(ctx.state, action)? {
         Transition::Unchanged => return Ok(None),
         Transition::To(to) => to,
@@ -211,7 +215,12 @@ mod tests {
 
     const TIMEOUTS: [Millis; 2] = [30 * MINUTE_MS, 10 * MINUTE_MS];
 
-    fn ctx(state: IncidentState, rule: Option<usize>, loop_count: u32, now: Millis) -> Context<'static> {
+    fn ctx(
+        state: IncidentState,
+        rule: Option<usize>,
+        loop_count: u32,
+        now: Millis,
+    ) -> Context<'static> {
         Context {
             state,
             rule_index: rule,
@@ -229,43 +238,77 @@ mod tests {
         let d = decide(Cause::Open, &ctx(IncidentState::Triggered, None, 1, 0))
             .expect("ok")
             .expect("decision");
-        assert_eq!(d.step, Some(Step { index: 0, loop_count: 1 }));
+        assert_eq!(
+            d.step,
+            Some(Step {
+                index: 0,
+                loop_count: 1
+            })
+        );
         assert_eq!(
             d.schedule,
-            vec![(TimerKind::Escalate, 30 * MINUTE_MS), (TimerKind::AutoResolve, 24 * 60 * MINUTE_MS)]
+            vec![
+                (TimerKind::Escalate, 30 * MINUTE_MS),
+                (TimerKind::AutoResolve, 24 * 60 * MINUTE_MS)
+            ]
         );
     }
 
     #[test]
     fn timed_escalation_stops_at_the_loop_limit() {
         // Rule 2 of loop 2 is the end of the walk: no further timer.
-        let d = decide(Cause::Timer(TimerKind::Escalate), &ctx(IncidentState::Triggered, Some(0), 2, 5))
-            .expect("ok")
-            .expect("decision");
-        assert_eq!(d.step, Some(Step { index: 1, loop_count: 2 }));
+        let d = decide(
+            Cause::Timer(TimerKind::Escalate),
+            &ctx(IncidentState::Triggered, Some(0), 2, 5),
+        )
+        .expect("ok")
+        .expect("decision");
+        assert_eq!(
+            d.step,
+            Some(Step {
+                index: 1,
+                loop_count: 2
+            })
+        );
         assert!(d.schedule.is_empty());
-        let none = decide(Cause::Timer(TimerKind::Escalate), &ctx(IncidentState::Triggered, Some(1), 2, 5)).expect("ok");
+        let none = decide(
+            Cause::Timer(TimerKind::Escalate),
+            &ctx(IncidentState::Triggered, Some(1), 2, 5),
+        )
+        .expect("ok");
         assert_eq!(none, None);
     }
 
     #[test]
     fn acknowledge_cancels_escalation_and_arms_the_ack_timeout() {
-        let d = decide(Cause::Act(IncidentAction::Acknowledge), &ctx(IncidentState::Triggered, Some(0), 1, 7))
-            .expect("ok")
-            .expect("decision");
+        let d = decide(
+            Cause::Act(IncidentAction::Acknowledge),
+            &ctx(IncidentState::Triggered, Some(0), 1, 7),
+        )
+        .expect("ok")
+        .expect("decision");
         assert_eq!(d.to, IncidentState::Acknowledged);
         assert!(d.cancel.contains(&TimerKind::Escalate));
-        assert_eq!(d.schedule, vec![(TimerKind::AcknowledgeTimeout, 7 + 60 * MINUTE_MS)]);
+        assert_eq!(
+            d.schedule,
+            vec![(TimerKind::AcknowledgeTimeout, 7 + 60 * MINUTE_MS)]
+        );
     }
 
     #[test]
     fn ack_timeout_retriggers_the_current_rule() {
-        let d = decide(Cause::Timer(TimerKind::AcknowledgeTimeout), &ctx(IncidentState::Acknowledged, Some(1), 1, 100))
-            .expect("ok")
-            .expect("decision");
+        let d = decide(
+            Cause::Timer(TimerKind::AcknowledgeTimeout),
+            &ctx(IncidentState::Acknowledged, Some(1), 1, 100),
+        )
+        .expect("ok")
+        .expect("decision");
         assert_eq!(d.action, IncidentAction::Trigger);
         assert_eq!(d.to, IncidentState::Triggered);
-        assert_eq!(d.schedule, vec![(TimerKind::Escalate, 100 + 10 * MINUTE_MS)]);
+        assert_eq!(
+            d.schedule,
+            vec![(TimerKind::Escalate, 100 + 10 * MINUTE_MS)]
+        );
     }
 
     #[test]
@@ -276,15 +319,22 @@ mod tests {
             (TimerKind::AcknowledgeTimeout, IncidentState::Triggered),
             (TimerKind::AutoResolve, IncidentState::Resolved),
         ] {
-            assert_eq!(decide(Cause::Timer(kind), &ctx(state, Some(0), 1, 0)), Ok(None), "{kind:?} {state:?}");
+            assert_eq!(
+                decide(Cause::Timer(kind), &ctx(state, Some(0), 1, 0)),
+                Ok(None),
+                "{kind:?} {state:?}"
+            );
         }
     }
 
     #[test]
     fn auto_resolve_resolves_and_cancels_everything() {
-        let d = decide(Cause::Timer(TimerKind::AutoResolve), &ctx(IncidentState::Acknowledged, Some(0), 1, 0))
-            .expect("ok")
-            .expect("decision");
+        let d = decide(
+            Cause::Timer(TimerKind::AutoResolve),
+            &ctx(IncidentState::Acknowledged, Some(0), 1, 0),
+        )
+        .expect("ok")
+        .expect("decision");
         assert_eq!(d.to, IncidentState::Resolved);
         assert_eq!(d.cancel, TimerKind::ALL.to_vec());
     }

@@ -102,8 +102,12 @@ mod tests {
         let mut rng = rand::rng();
         let hex = random_hex(&mut rng, 32);
         assert_eq!(hex.len(), 32);
-        assert!(hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-        assert!(random_secret(&mut rng, 40).bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert!(hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(random_secret(&mut rng, 40)
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric()));
     }
 
     proptest! {

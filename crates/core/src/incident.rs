@@ -124,13 +124,25 @@ mod tests {
     fn transition_table() {
         let table = [
             (S::Triggered, A::Trigger, Ok(Transition::Unchanged)),
-            (S::Acknowledged, A::Trigger, Ok(Transition::To(S::Triggered))),
+            (
+                S::Acknowledged,
+                A::Trigger,
+                Ok(Transition::To(S::Triggered)),
+            ),
             (S::Resolved, A::Trigger, Err(())),
-            (S::Triggered, A::Acknowledge, Ok(Transition::To(S::Acknowledged))),
+            (
+                S::Triggered,
+                A::Acknowledge,
+                Ok(Transition::To(S::Acknowledged)),
+            ),
             (S::Acknowledged, A::Acknowledge, Ok(Transition::Unchanged)),
             (S::Resolved, A::Acknowledge, Err(())),
             (S::Triggered, A::Escalate, Ok(Transition::To(S::Triggered))),
-            (S::Acknowledged, A::Escalate, Ok(Transition::To(S::Triggered))),
+            (
+                S::Acknowledged,
+                A::Escalate,
+                Ok(Transition::To(S::Triggered)),
+            ),
             (S::Resolved, A::Escalate, Err(())),
             (S::Triggered, A::Resolve, Ok(Transition::To(S::Resolved))),
             (S::Acknowledged, A::Resolve, Ok(Transition::To(S::Resolved))),

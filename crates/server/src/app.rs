@@ -39,15 +39,27 @@ pub fn router(state: AppState) -> Router {
         .route("/registrations", post(sessions::create_registration))
         .route("/sessions", post(sessions::create_session))
         .route("/me", get(sessions::show_me))
-        .route("/tokens", get(sessions::list_tokens).post(sessions::create_token))
-        .route("/tokens/{id}", axum::routing::delete(sessions::delete_token))
+        .route(
+            "/tokens",
+            get(sessions::list_tokens).post(sessions::create_token),
+        )
+        .route(
+            "/tokens/{id}",
+            axum::routing::delete(sessions::delete_token),
+        )
         .route("/users", get(users::list_users).post(users::create_user))
         .route(
             "/users/{id}",
-            get(users::show_user).put(users::update_user).patch(users::update_user).delete(users::delete_user),
+            get(users::show_user)
+                .put(users::update_user)
+                .patch(users::update_user)
+                .delete(users::delete_user),
         )
         .route("/users/{id}/events", get(events::list_user_events))
-        .route("/policies", get(policies::list_policies).post(policies::create_policy))
+        .route(
+            "/policies",
+            get(policies::list_policies).post(policies::create_policy),
+        )
         .route(
             "/policies/{id}",
             get(policies::show_policy)
@@ -56,7 +68,10 @@ pub fn router(state: AppState) -> Router {
                 .delete(policies::delete_policy),
         )
         .route("/policies/{id}/events", get(events::list_policy_events))
-        .route("/policies/{id}/rules", get(policies::list_rules).post(policies::create_rule))
+        .route(
+            "/policies/{id}/rules",
+            get(policies::list_rules).post(policies::create_rule),
+        )
         .route("/policies/{id}/rules/sort", post(policies::sort_rules))
         .route(
             "/policies/{id}/rules/{rule_id}",
@@ -65,7 +80,10 @@ pub fn router(state: AppState) -> Router {
                 .patch(policies::update_rule)
                 .delete(policies::delete_rule),
         )
-        .route("/services", get(services::list_services).post(services::create_service))
+        .route(
+            "/services",
+            get(services::list_services).post(services::create_service),
+        )
         .route(
             "/services/{id}",
             get(services::show_service)
@@ -75,7 +93,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/services/{id}/enable", put(services::enable_service))
         .route("/services/{id}/disable", put(services::disable_service))
-        .route("/services/{id}/integration_key", post(services::regenerate_integration_key))
+        .route(
+            "/services/{id}/integration_key",
+            post(services::regenerate_integration_key),
+        )
         .route("/services/{id}/events", get(events::list_service_events))
         .route(
             "/services/{id}/incidents",
@@ -89,15 +110,30 @@ pub fn router(state: AppState) -> Router {
                 .patch(incidents::update_incident)
                 .delete(incidents::delete_incident),
         )
-        .route("/incidents/{id}/acknowledge", put(incidents::acknowledge_incident))
+        .route(
+            "/incidents/{id}/acknowledge",
+            put(incidents::acknowledge_incident),
+        )
         .route("/incidents/{id}/resolve", put(incidents::resolve_incident))
         .route("/incidents/{id}/trigger", put(incidents::trigger_incident))
-        .route("/incidents/{id}/escalate", put(incidents::escalate_incident))
+        .route(
+            "/incidents/{id}/escalate",
+            put(incidents::escalate_incident),
+        )
         .route("/incidents/{id}/events", get(events::list_incident_events))
         .route("/events", get(events::list_events))
-        .route("/trigger", put(integration::trigger).post(integration::trigger))
-        .route("/acknowledge", put(integration::acknowledge).post(integration::acknowledge))
-        .route("/resolve", put(integration::resolve).post(integration::resolve))
+        .route(
+            "/trigger",
+            put(integration::trigger).post(integration::trigger),
+        )
+        .route(
+            "/acknowledge",
+            put(integration::acknowledge).post(integration::acknowledge),
+        )
+        .route(
+            "/resolve",
+            put(integration::resolve).post(integration::resolve),
+        )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

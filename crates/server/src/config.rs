@@ -116,14 +116,19 @@ impl ConfigArgs {
         {
             bail!("database URL must start with sqlite:// or postgres://");
         }
-        let public_url = pick(&self.public_url, &file.public_url, &format!("http://{listen}"))
-            .trim_end_matches('/')
-            .to_owned();
-        let registrations_open = match pick(&self.registrations, &file.registrations, "open").as_str() {
-            "open" => true,
-            "closed" => false,
-            other => bail!("registrations must be open or closed, not {other:?}"),
-        };
+        let public_url = pick(
+            &self.public_url,
+            &file.public_url,
+            &format!("http://{listen}"),
+        )
+        .trim_end_matches('/')
+        .to_owned();
+        let registrations_open =
+            match pick(&self.registrations, &file.registrations, "open").as_str() {
+                "open" => true,
+                "closed" => false,
+                other => bail!("registrations must be open or closed, not {other:?}"),
+            };
         let json_logs = match pick(&self.log_format, &file.log_format, "text").as_str() {
             "text" => false,
             "json" => true,
@@ -134,13 +139,17 @@ impl ConfigArgs {
                 .parse::<f64>()
                 .ok()
                 .filter(|s| s.is_finite() && *s > 0.0)
-                .with_context(|| format!("KLAXON_CLOCK_SPEED must be a positive number, not {v:?}"))?,
+                .with_context(|| {
+                    format!("KLAXON_CLOCK_SPEED must be a positive number, not {v:?}")
+                })?,
             Err(_) => 1.0,
         };
         let clock_origin_ms = match std::env::var("KLAXON_CLOCK_ORIGIN") {
             Ok(v) => Some(
                 v.parse::<i64>()
-                    .with_context(|| format!("KLAXON_CLOCK_ORIGIN must be unix seconds, not {v:?}"))?
+                    .with_context(|| {
+                        format!("KLAXON_CLOCK_ORIGIN must be unix seconds, not {v:?}")
+                    })?
                     .saturating_mul(1000),
             ),
             Err(_) => None,
@@ -181,7 +190,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact("postgres://kx:secret@db:5432/kx"), "postgres://kx:***@db:5432/kx");
+        assert_eq!(
+            redact("postgres://kx:secret@db:5432/kx"),
+            "postgres://kx:***@db:5432/kx"
+        );
         assert_eq!(redact("postgres://kx@db/kx"), "postgres://kx@db/kx");
         assert_eq!(redact("sqlite://./a.db"), "sqlite://./a.db");
     }
@@ -204,7 +216,11 @@ mod tests {
     fn flags_win_over_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("k.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nregistrations = \"closed\"\n").expect("write");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nregistrations = \"closed\"\n",
+        )
+        .expect("write");
         let args = ConfigArgs {
             listen: Some("127.0.0.1:9001".into()),
             config: Some(path),

@@ -12,7 +12,11 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "klaxon", version, about = "On-call management and incident response server")]
+#[command(
+    name = "klaxon",
+    version,
+    about = "On-call management and incident response server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,7 +71,13 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Bootstrap { config, account, name, email, password } => {
+        Command::Bootstrap {
+            config,
+            account,
+            name,
+            email,
+            password,
+        } => {
             let config = config.load()?;
             init_logging(&config);
             runtime.block_on(async {
@@ -173,7 +183,9 @@ async fn shutdown_signal() {
 
 fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if config.json_logs {
         builder.json().init();
     } else {

@@ -13,7 +13,10 @@ async fn tenants_are_isolated(backend: Backend) {
     let a = server.register("Alpha").await;
     let b = server.register("Beta").await;
     let s = server.setup_service(&a, "Web", &[&a.user_id], 1).await;
-    let inc = server.integration("trigger", &s.integration_key, &[("message", "boom")]).await.str("id");
+    let inc = server
+        .integration("trigger", &s.integration_key, &[("message", "boom")])
+        .await
+        .str("id");
     let rule = &s.rule_ids[0];
     let (svc, pol, user) = (&s.service_id, &s.policy_id, &a.user_id);
 
@@ -31,45 +34,120 @@ async fn tenants_are_isolated(backend: Backend) {
         format!("/users/{user}"),
         format!("/users/{user}/events"),
     ] {
-        server.get(&path, &b.token).await.assert_error(StatusCode::NOT_FOUND);
+        server
+            .get(&path, &b.token)
+            .await
+            .assert_error(StatusCode::NOT_FOUND);
     }
     // Every change is a 404 too, and changes nothing.
     let writes: Vec<(Method, String, Value)> = vec![
-        (Method::PUT, format!("/incidents/{inc}/acknowledge"), json!({})),
+        (
+            Method::PUT,
+            format!("/incidents/{inc}/acknowledge"),
+            json!({}),
+        ),
         (Method::PUT, format!("/incidents/{inc}/resolve"), json!({})),
         (Method::PUT, format!("/incidents/{inc}/escalate"), json!({})),
         (Method::PUT, format!("/incidents/{inc}/trigger"), json!({})),
-        (Method::PUT, format!("/incidents/{inc}"), json!({"message": "pwned"})),
+        (
+            Method::PUT,
+            format!("/incidents/{inc}"),
+            json!({"message": "pwned"}),
+        ),
         (Method::DELETE, format!("/incidents/{inc}"), Value::Null),
-        (Method::POST, format!("/services/{svc}/incidents"), json!({"message": "x"})),
-        (Method::PUT, format!("/services/{svc}"), json!({"name": "pwned"})),
+        (
+            Method::POST,
+            format!("/services/{svc}/incidents"),
+            json!({"message": "x"}),
+        ),
+        (
+            Method::PUT,
+            format!("/services/{svc}"),
+            json!({"name": "pwned"}),
+        ),
         (Method::PUT, format!("/services/{svc}/disable"), json!({})),
-        (Method::POST, format!("/services/{svc}/integration_key"), json!({})),
+        (
+            Method::POST,
+            format!("/services/{svc}/integration_key"),
+            json!({}),
+        ),
         (Method::DELETE, format!("/services/{svc}"), Value::Null),
-        (Method::PUT, format!("/policies/{pol}"), json!({"name": "pwned"})),
-        (Method::POST, format!("/policies/{pol}/rules"), json!({"assignment": {"type": "user", "id": b.user_id}})),
-        (Method::POST, format!("/policies/{pol}/rules/sort"), json!({"rule_ids": [rule]})),
-        (Method::PUT, format!("/policies/{pol}/rules/{rule}"), json!({"escalation_timeout": 5})),
-        (Method::DELETE, format!("/policies/{pol}/rules/{rule}"), Value::Null),
+        (
+            Method::PUT,
+            format!("/policies/{pol}"),
+            json!({"name": "pwned"}),
+        ),
+        (
+            Method::POST,
+            format!("/policies/{pol}/rules"),
+            json!({"assignment": {"type": "user", "id": b.user_id}}),
+        ),
+        (
+            Method::POST,
+            format!("/policies/{pol}/rules/sort"),
+            json!({"rule_ids": [rule]}),
+        ),
+        (
+            Method::PUT,
+            format!("/policies/{pol}/rules/{rule}"),
+            json!({"escalation_timeout": 5}),
+        ),
+        (
+            Method::DELETE,
+            format!("/policies/{pol}/rules/{rule}"),
+            Value::Null,
+        ),
         (Method::DELETE, format!("/policies/{pol}"), Value::Null),
-        (Method::PUT, format!("/users/{user}"), json!({"name": "pwned"})),
+        (
+            Method::PUT,
+            format!("/users/{user}"),
+            json!({"name": "pwned"}),
+        ),
         (Method::DELETE, format!("/users/{user}"), Value::Null),
     ];
     for (method, path, body) in writes {
         let body = (!body.is_null()).then_some(body);
-        let res = server.call(method.clone(), &path, Some(&b.token), body).await;
+        let res = server
+            .call(method.clone(), &path, Some(&b.token), body)
+            .await;
         res.assert_error(StatusCode::NOT_FOUND);
     }
     // B cannot use A's ids in its own resources either.
-    let res = server.post("/services", &b.token, json!({"name": "x", "policy_id": pol})).await;
-    assert_eq!(res.body, json!({"errors": {"policy_id": ["does not exist"]}}));
-    let bp = server.post("/policies", &b.token, json!({"name": "p"})).await.str("id");
-    let res = server.post(&format!("/policies/{bp}/rules"), &b.token, json!({"assignment": {"type": "user", "id": user}})).await;
+    let res = server
+        .post(
+            "/services",
+            &b.token,
+            json!({"name": "x", "policy_id": pol}),
+        )
+        .await;
+    assert_eq!(
+        res.body,
+        json!({"errors": {"policy_id": ["does not exist"]}})
+    );
+    let bp = server
+        .post("/policies", &b.token, json!({"name": "p"}))
+        .await
+        .str("id");
+    let res = server
+        .post(
+            &format!("/policies/{bp}/rules"),
+            &b.token,
+            json!({"assignment": {"type": "user", "id": user}}),
+        )
+        .await;
     res.assert_error(StatusCode::UNPROCESSABLE_ENTITY);
-    let res = server.get(&format!("/incidents?service_id={svc}"), &b.token).await;
+    let res = server
+        .get(&format!("/incidents?service_id={svc}"), &b.token)
+        .await;
     assert_eq!(res.body, json!([]));
     // B's lists are empty of A's data.
-    for path in ["/incidents", "/services", "/events?per_page=100", "/users", "/policies"] {
+    for path in [
+        "/incidents",
+        "/services",
+        "/events?per_page=100",
+        "/users",
+        "/policies",
+    ] {
         let body = server.get(path, &b.token).await.body;
         let text = body.to_string();
         for id in [&inc, svc, pol, user] {
@@ -84,7 +162,16 @@ async fn tenants_are_isolated(backend: Backend) {
     assert_eq!(got.body["name"], "Web");
     assert_eq!(got.body["state"], "enabled");
     assert_eq!(got.body["integration_key"], s.integration_key.as_str());
-    assert_eq!(server.get(&format!("/policies/{pol}/rules"), &a.token).await.body.as_array().unwrap().len(), 1);
+    assert_eq!(
+        server
+            .get(&format!("/policies/{pol}/rules"), &a.token)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 async fn registration_sessions_tokens_and_me(backend: Backend) {
@@ -98,18 +185,36 @@ async fn registration_sessions_tokens_and_me(backend: Backend) {
     assert!(me.body.get("password_hash").is_none());
 
     // Sign in with email and password (email case does not matter).
-    let res = server.call(Method::POST, "/sessions", None, Some(json!({"email": a.email.to_uppercase(), "password": "correct horse"}))).await;
+    let res = server
+        .call(
+            Method::POST,
+            "/sessions",
+            None,
+            Some(json!({"email": a.email.to_uppercase(), "password": "correct horse"})),
+        )
+        .await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
     assert_eq!(res.body["user_id"], a.user_id.as_str());
     let session = res.str("token");
     assert_eq!(server.get("/me", &session).await.status, StatusCode::OK);
-    for body in [json!({"email": a.email, "password": "wrong horse"}), json!({"email": "nobody@example.com", "password": "correct horse"})] {
-        server.call(Method::POST, "/sessions", None, Some(body)).await.assert_error(StatusCode::UNAUTHORIZED);
+    for body in [
+        json!({"email": a.email, "password": "wrong horse"}),
+        json!({"email": "nobody@example.com", "password": "correct horse"}),
+    ] {
+        server
+            .call(Method::POST, "/sessions", None, Some(body))
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED);
     }
-    server.call(Method::POST, "/sessions", None, Some(json!({}))).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY);
+    server
+        .call(Method::POST, "/sessions", None, Some(json!({})))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY);
 
     // Tokens: listed without secrets, revocable.
-    let res = server.post("/tokens", &a.token, json!({"name": "ci"})).await;
+    let res = server
+        .post("/tokens", &a.token, json!({"name": "ci"}))
+        .await;
     assert_eq!(res.status, StatusCode::CREATED);
     let (tid, secret) = (res.str("id"), res.str("token"));
     assert_eq!(server.get("/me", &secret).await.status, StatusCode::OK);
@@ -117,18 +222,46 @@ async fn registration_sessions_tokens_and_me(backend: Backend) {
     let tokens = list.body.as_array().unwrap();
     assert_eq!(tokens.len(), 3);
     assert!(tokens.iter().all(|t| t.get("token").is_none()));
-    assert!(tokens.iter().any(|t| t["id"] == tid.as_str() && !t["last_used_at"].is_null()));
-    assert_eq!(server.delete(&format!("/tokens/{tid}"), &a.token).await.status, StatusCode::NO_CONTENT);
-    server.get("/me", &secret).await.assert_error(StatusCode::UNAUTHORIZED);
-    server.delete(&format!("/tokens/{tid}"), &a.token).await.assert_error(StatusCode::NOT_FOUND);
+    assert!(tokens
+        .iter()
+        .any(|t| t["id"] == tid.as_str() && !t["last_used_at"].is_null()));
+    assert_eq!(
+        server
+            .delete(&format!("/tokens/{tid}"), &a.token)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    server
+        .get("/me", &secret)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+    server
+        .delete(&format!("/tokens/{tid}"), &a.token)
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
 
     // Registration validation: duplicate email, bad email, short password.
     let res = server.call(Method::POST, "/registrations", None, Some(json!({"account_name": "X", "name": "Y", "email": a.email, "password": "long enough"}))).await;
-    assert_eq!(res.body, json!({"errors": {"email": ["has already been taken"]}}));
-    let res = server.call(Method::POST, "/registrations", None, Some(json!({"account_name": "", "name": "Y", "email": "nope", "password": "short"}))).await;
+    assert_eq!(
+        res.body,
+        json!({"errors": {"email": ["has already been taken"]}})
+    );
+    let res = server
+        .call(
+            Method::POST,
+            "/registrations",
+            None,
+            Some(json!({"account_name": "", "name": "Y", "email": "nope", "password": "short"})),
+        )
+        .await;
     res.assert_error(StatusCode::UNPROCESSABLE_ENTITY);
     for field in ["account_name", "email", "password"] {
-        assert!(res.body["errors"].get(field).is_some(), "{field}: {}", res.body);
+        assert!(
+            res.body["errors"].get(field).is_some(),
+            "{field}: {}",
+            res.body
+        );
     }
 }
 
@@ -140,7 +273,15 @@ async fn registrations_can_be_closed(backend: Backend) {
 
 async fn bootstrap_prints_credentials(backend: Backend) {
     let server = Server::start(backend).await;
-    let (ok, stdout, stderr) = server.run_cli(&["bootstrap", "--account", "Ops", "--name", "Olga", "--email", "olga@example.com"]);
+    let (ok, stdout, stderr) = server.run_cli(&[
+        "bootstrap",
+        "--account",
+        "Ops",
+        "--name",
+        "Olga",
+        "--email",
+        "olga@example.com",
+    ]);
     assert!(ok, "{stderr}");
     let out: Value = serde_json::from_str(stdout.trim()).expect("one JSON object on stdout");
     let keys: Vec<&String> = out.as_object().unwrap().keys().collect();
@@ -150,7 +291,15 @@ async fn bootstrap_prints_credentials(backend: Backend) {
     assert_eq!(me.body["email"], "olga@example.com");
     assert_eq!(me.body["role"], "admin");
     // A second bootstrap with the same email fails clearly.
-    let (ok, _, stderr) = server.run_cli(&["bootstrap", "--account", "Ops", "--name", "Olga", "--email", "olga@example.com"]);
+    let (ok, _, stderr) = server.run_cli(&[
+        "bootstrap",
+        "--account",
+        "Ops",
+        "--name",
+        "Olga",
+        "--email",
+        "olga@example.com",
+    ]);
     assert!(!ok);
     assert!(stderr.contains("email has already been taken"), "{stderr}");
     let (ok, stdout, _) = server.run_cli(&["migrate"]);
@@ -167,8 +316,18 @@ async fn roles_are_enforced(backend: Backend) {
         let res = server.post("/users", &a.token, json!({"name": role, "email": email, "role": role, "password": "long enough", "time_zone": "Europe/Berlin"})).await;
         assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
         assert_eq!(res.body["time_zone"], "Europe/Berlin");
-        assert_eq!(res.header("location").unwrap(), format!("/users/{}", res.str("id")));
-        let session = server.call(Method::POST, "/sessions", None, Some(json!({"email": email, "password": "long enough"}))).await;
+        assert_eq!(
+            res.header("location").unwrap(),
+            format!("/users/{}", res.str("id"))
+        );
+        let session = server
+            .call(
+                Method::POST,
+                "/sessions",
+                None,
+                Some(json!({"email": email, "password": "long enough"})),
+            )
+            .await;
         tokens.push((role, session.str("token"), res.str("id")));
     }
     let (_, responder, responder_id) = &tokens[0];
@@ -182,119 +341,371 @@ async fn roles_are_enforced(backend: Backend) {
         assert!(svc.body.get("integration_key").is_none());
     }
     // Responders act on incidents; observers may not.
-    let inc = server.post(&inc_path, responder, json!({"message": "by responder"})).await;
+    let inc = server
+        .post(&inc_path, responder, json!({"message": "by responder"}))
+        .await;
     assert_eq!(inc.status, StatusCode::CREATED);
     let id = inc.str("id");
-    server.post(&inc_path, observer, json!({"message": "x"})).await.assert_error(StatusCode::FORBIDDEN);
-    server.call(Method::PUT, &format!("/incidents/{id}/acknowledge"), Some(observer), None).await.assert_error(StatusCode::FORBIDDEN);
-    assert_eq!(server.call(Method::PUT, &format!("/incidents/{id}/acknowledge"), Some(responder), None).await.status, StatusCode::NO_CONTENT);
+    server
+        .post(&inc_path, observer, json!({"message": "x"}))
+        .await
+        .assert_error(StatusCode::FORBIDDEN);
+    server
+        .call(
+            Method::PUT,
+            &format!("/incidents/{id}/acknowledge"),
+            Some(observer),
+            None,
+        )
+        .await
+        .assert_error(StatusCode::FORBIDDEN);
+    assert_eq!(
+        server
+            .call(
+                Method::PUT,
+                &format!("/incidents/{id}/acknowledge"),
+                Some(responder),
+                None
+            )
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
     // Only admins change configuration or delete incidents.
     for t in [responder, observer] {
-        server.post("/services", t, json!({"name": "x", "policy_id": s.policy_id})).await.assert_error(StatusCode::FORBIDDEN);
-        server.post("/policies", t, json!({"name": "x"})).await.assert_error(StatusCode::FORBIDDEN);
-        server.post("/users", t, json!({"name": "x", "email": "x@example.com"})).await.assert_error(StatusCode::FORBIDDEN);
-        server.delete(&format!("/incidents/{id}"), t).await.assert_error(StatusCode::FORBIDDEN);
-        server.put(&format!("/users/{}", a.user_id), t, json!({"name": "x"})).await.assert_error(StatusCode::FORBIDDEN);
+        server
+            .post(
+                "/services",
+                t,
+                json!({"name": "x", "policy_id": s.policy_id}),
+            )
+            .await
+            .assert_error(StatusCode::FORBIDDEN);
+        server
+            .post("/policies", t, json!({"name": "x"}))
+            .await
+            .assert_error(StatusCode::FORBIDDEN);
+        server
+            .post("/users", t, json!({"name": "x", "email": "x@example.com"}))
+            .await
+            .assert_error(StatusCode::FORBIDDEN);
+        server
+            .delete(&format!("/incidents/{id}"), t)
+            .await
+            .assert_error(StatusCode::FORBIDDEN);
+        server
+            .put(&format!("/users/{}", a.user_id), t, json!({"name": "x"}))
+            .await
+            .assert_error(StatusCode::FORBIDDEN);
     }
     // Users change themselves, but not their role.
-    assert_eq!(server.put(&format!("/users/{responder_id}"), responder, json!({"name": "Rita"})).await.status, StatusCode::NO_CONTENT);
-    server.put(&format!("/users/{responder_id}"), responder, json!({"role": "admin"})).await.assert_error(StatusCode::FORBIDDEN);
-    assert_eq!(server.get(&format!("/users/{responder_id}"), &a.token).await.body["name"], "Rita");
+    assert_eq!(
+        server
+            .put(
+                &format!("/users/{responder_id}"),
+                responder,
+                json!({"name": "Rita"})
+            )
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    server
+        .put(
+            &format!("/users/{responder_id}"),
+            responder,
+            json!({"role": "admin"}),
+        )
+        .await
+        .assert_error(StatusCode::FORBIDDEN);
+    assert_eq!(
+        server
+            .get(&format!("/users/{responder_id}"), &a.token)
+            .await
+            .body["name"],
+        "Rita"
+    );
 }
 
 async fn users_crud_and_guards(backend: Backend) {
     let server = Server::start(backend).await;
     let a = server.register("Alpha").await;
-    let res = server.post("/users", &a.token, json!({"name": "Bo", "email": "bo@example.com"})).await;
+    let res = server
+        .post(
+            "/users",
+            &a.token,
+            json!({"name": "Bo", "email": "bo@example.com"}),
+        )
+        .await;
     assert_eq!(res.body["role"], "responder");
     assert_eq!(res.body["time_zone"], "UTC");
     let bo = res.str("id");
     // Email unique, validated; role and zone validated.
-    let res = server.post("/users", &a.token, json!({"name": "Bo2", "email": "BO@example.com"})).await;
-    assert_eq!(res.body, json!({"errors": {"email": ["has already been taken"]}}));
-    let res = server.post("/users", &a.token, json!({"name": "", "email": "x", "role": "boss", "time_zone": "Mars/Base"})).await;
+    let res = server
+        .post(
+            "/users",
+            &a.token,
+            json!({"name": "Bo2", "email": "BO@example.com"}),
+        )
+        .await;
+    assert_eq!(
+        res.body,
+        json!({"errors": {"email": ["has already been taken"]}})
+    );
+    let res = server
+        .post(
+            "/users",
+            &a.token,
+            json!({"name": "", "email": "x", "role": "boss", "time_zone": "Mars/Base"}),
+        )
+        .await;
     let errors = res.body["errors"].as_object().unwrap();
-    assert_eq!(errors.keys().collect::<Vec<_>>(), ["email", "name", "role", "time_zone"]);
+    assert_eq!(
+        errors.keys().collect::<Vec<_>>(),
+        ["email", "name", "role", "time_zone"]
+    );
     // The last admin can be neither demoted nor deleted.
-    server.put(&format!("/users/{}", a.user_id), &a.token, json!({"role": "responder"})).await.assert_error(StatusCode::CONFLICT);
-    server.delete(&format!("/users/{}", a.user_id), &a.token).await.assert_error(StatusCode::CONFLICT);
+    server
+        .put(
+            &format!("/users/{}", a.user_id),
+            &a.token,
+            json!({"role": "responder"}),
+        )
+        .await
+        .assert_error(StatusCode::CONFLICT);
+    server
+        .delete(&format!("/users/{}", a.user_id), &a.token)
+        .await
+        .assert_error(StatusCode::CONFLICT);
     // A user named by an escalation rule cannot be deleted until reassigned.
     let s = server.setup_service(&a, "Web", &[&bo], 1).await;
-    server.delete(&format!("/users/{bo}"), &a.token).await.assert_error(StatusCode::CONFLICT);
-    let res = server.put(&format!("/policies/{}/rules/{}", s.policy_id, s.rule_ids[0]), &a.token, json!({"assignment": {"type": "user", "id": a.user_id}})).await;
+    server
+        .delete(&format!("/users/{bo}"), &a.token)
+        .await
+        .assert_error(StatusCode::CONFLICT);
+    let res = server
+        .put(
+            &format!("/policies/{}/rules/{}", s.policy_id, s.rule_ids[0]),
+            &a.token,
+            json!({"assignment": {"type": "user", "id": a.user_id}}),
+        )
+        .await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
-    assert_eq!(server.delete(&format!("/users/{bo}"), &a.token).await.status, StatusCode::NO_CONTENT);
-    server.get(&format!("/users/{bo}"), &a.token).await.assert_error(StatusCode::NOT_FOUND);
-    let events = server.get(&format!("/events?per_page=100"), &a.token).await;
-    let actions: Vec<&str> = events.body.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert!(actions.contains(&"user.delete") && actions.contains(&"user.create"), "{actions:?}");
+    assert_eq!(
+        server
+            .delete(&format!("/users/{bo}"), &a.token)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    server
+        .get(&format!("/users/{bo}"), &a.token)
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    let events = server.get("/events?per_page=100", &a.token).await;
+    let actions: Vec<&str> = events
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"user.delete") && actions.contains(&"user.create"),
+        "{actions:?}"
+    );
 }
 
 async fn services_and_policies(backend: Backend) {
     let server = Server::start(backend).await;
     let a = server.register("Alpha").await;
-    let u2 = server.post("/users", &a.token, json!({"name": "Two", "email": "two@example.com"})).await.str("id");
+    let u2 = server
+        .post(
+            "/users",
+            &a.token,
+            json!({"name": "Two", "email": "two@example.com"}),
+        )
+        .await
+        .str("id");
     let s = server.setup_service(&a, "Web", &[&a.user_id, &u2], 2).await;
     let svc_path = format!("/services/{}", s.service_id);
     let svc = server.get(&svc_path, &a.token).await.body;
     assert_eq!(svc["health"], "ok");
-    assert_eq!(svc["incident_counts"], json!({"triggered": 0, "acknowledged": 0, "resolved": 0}));
-    assert_eq!(svc["_links"]["policy"]["href"], format!("/policies/{}", s.policy_id));
+    assert_eq!(
+        svc["incident_counts"],
+        json!({"triggered": 0, "acknowledged": 0, "resolved": 0})
+    );
+    assert_eq!(
+        svc["_links"]["policy"]["href"],
+        format!("/policies/{}", s.policy_id)
+    );
     assert_eq!(svc["acknowledge_timeout"], Value::Null);
 
     // Health follows the incidents.
-    let id = server.integration("trigger", &s.integration_key, &[("message", "m")]).await.str("id");
-    assert_eq!(server.get(&svc_path, &a.token).await.body["health"], "critical");
-    server.call(Method::PUT, &format!("/incidents/{id}/acknowledge"), Some(&a.token), None).await;
+    let id = server
+        .integration("trigger", &s.integration_key, &[("message", "m")])
+        .await
+        .str("id");
+    assert_eq!(
+        server.get(&svc_path, &a.token).await.body["health"],
+        "critical"
+    );
+    server
+        .call(
+            Method::PUT,
+            &format!("/incidents/{id}/acknowledge"),
+            Some(&a.token),
+            None,
+        )
+        .await;
     let svc = server.get(&svc_path, &a.token).await.body;
     assert_eq!(svc["health"], "warning");
     assert_eq!(svc["incident_counts"]["acknowledged"], 1);
 
     // Update: partial, null turns a timeout off, names unique per account.
-    let res = server.put(&svc_path, &a.token, json!({"acknowledge_timeout": 15, "description": "frontend"})).await;
+    let res = server
+        .put(
+            &svc_path,
+            &a.token,
+            json!({"acknowledge_timeout": 15, "description": "frontend"}),
+        )
+        .await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
     let svc = server.get(&svc_path, &a.token).await.body;
-    assert_eq!((svc["acknowledge_timeout"].clone(), svc["description"].clone(), svc["name"].clone()), (json!(15), json!("frontend"), json!("Web")));
-    server.put(&svc_path, &a.token, json!({"acknowledge_timeout": null})).await;
-    assert_eq!(server.get(&svc_path, &a.token).await.body["acknowledge_timeout"], Value::Null);
-    let other = server.post("/services", &a.token, json!({"name": "Web", "policy_id": s.policy_id})).await;
-    assert_eq!(other.body, json!({"errors": {"name": ["has already been taken"]}}));
-    let res = server.post("/services", &a.token, json!({"name": "Bad", "policy_id": s.policy_id, "acknowledge_timeout": 0})).await;
+    assert_eq!(
+        (
+            svc["acknowledge_timeout"].clone(),
+            svc["description"].clone(),
+            svc["name"].clone()
+        ),
+        (json!(15), json!("frontend"), json!("Web"))
+    );
+    server
+        .put(&svc_path, &a.token, json!({"acknowledge_timeout": null}))
+        .await;
+    assert_eq!(
+        server.get(&svc_path, &a.token).await.body["acknowledge_timeout"],
+        Value::Null
+    );
+    let other = server
+        .post(
+            "/services",
+            &a.token,
+            json!({"name": "Web", "policy_id": s.policy_id}),
+        )
+        .await;
+    assert_eq!(
+        other.body,
+        json!({"errors": {"name": ["has already been taken"]}})
+    );
+    let res = server
+        .post(
+            "/services",
+            &a.token,
+            json!({"name": "Bad", "policy_id": s.policy_id, "acknowledge_timeout": 0}),
+        )
+        .await;
     res.assert_error(StatusCode::UNPROCESSABLE_ENTITY);
-    let res = server.post("/services", &a.token, json!({"name": "Bad"})).await;
-    assert_eq!(res.body, json!({"errors": {"policy_id": ["can't be blank"]}}));
+    let res = server
+        .post("/services", &a.token, json!({"name": "Bad"}))
+        .await;
+    assert_eq!(
+        res.body,
+        json!({"errors": {"policy_id": ["can't be blank"]}})
+    );
 
     // Rules: ordered, sortable, deletable with renumbering.
     let rules_path = format!("/policies/{}/rules", s.policy_id);
-    let third = server.post(&rules_path, &a.token, json!({"assignment": {"type": "user", "id": a.user_id}})).await;
+    let third = server
+        .post(
+            &rules_path,
+            &a.token,
+            json!({"assignment": {"type": "user", "id": a.user_id}}),
+        )
+        .await;
     assert_eq!(third.body["position"], 2);
     assert_eq!(third.body["escalation_timeout"], 30);
     let third = third.str("id");
     let order = json!({"rule_ids": [third, s.rule_ids[0], s.rule_ids[1]]});
-    let sorted = server.post(&format!("{rules_path}/sort"), &a.token, order).await;
+    let sorted = server
+        .post(&format!("{rules_path}/sort"), &a.token, order)
+        .await;
     assert_eq!(sorted.status, StatusCode::OK, "{}", sorted.text);
-    let ids: Vec<&str> = sorted.body.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = sorted
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [third.as_str(), &s.rule_ids[0], &s.rule_ids[1]]);
-    let bad = server.post(&format!("{rules_path}/sort"), &a.token, json!({"rule_ids": [third]})).await;
+    let bad = server
+        .post(
+            &format!("{rules_path}/sort"),
+            &a.token,
+            json!({"rule_ids": [third]}),
+        )
+        .await;
     bad.assert_error(StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(server.delete(&format!("{rules_path}/{third}"), &a.token).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        server
+            .delete(&format!("{rules_path}/{third}"), &a.token)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
     let rules = server.get(&rules_path, &a.token).await.body;
-    let positions: Vec<i64> = rules.as_array().unwrap().iter().map(|r| r["position"].as_i64().unwrap()).collect();
+    let positions: Vec<i64> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["position"].as_i64().unwrap())
+        .collect();
     assert_eq!(positions, [0, 1]);
-    let policy = server.get(&format!("/policies/{}", s.policy_id), &a.token).await.body;
+    let policy = server
+        .get(&format!("/policies/{}", s.policy_id), &a.token)
+        .await
+        .body;
     assert_eq!(policy["loop_limit"], 2);
     assert_eq!(policy["rules"].as_array().unwrap().len(), 2);
-    for bad in [json!({"escalation_timeout": 0, "assignment": {"type": "user", "id": a.user_id}}), json!({"assignment": {"type": "robot", "id": a.user_id}}), json!({})] {
-        server.post(&rules_path, &a.token, bad).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY);
+    for bad in [
+        json!({"escalation_timeout": 0, "assignment": {"type": "user", "id": a.user_id}}),
+        json!({"assignment": {"type": "robot", "id": a.user_id}}),
+        json!({}),
+    ] {
+        server
+            .post(&rules_path, &a.token, bad)
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY);
     }
-    server.post("/policies", &a.token, json!({"name": "P", "loop_limit": 0})).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY);
+    server
+        .post("/policies", &a.token, json!({"name": "P", "loop_limit": 0}))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY);
 
     // A policy in use cannot be deleted; after the service goes, it can.
-    server.delete(&format!("/policies/{}", s.policy_id), &a.token).await.assert_error(StatusCode::CONFLICT);
-    assert_eq!(server.delete(&svc_path, &a.token).await.status, StatusCode::NO_CONTENT);
-    server.get(&format!("/incidents/{id}"), &a.token).await.assert_error(StatusCode::NOT_FOUND);
-    assert_eq!(server.delete(&format!("/policies/{}", s.policy_id), &a.token).await.status, StatusCode::NO_CONTENT);
-    let events = server.get(&format!("/policies/{}/events", s.policy_id), &a.token).await;
+    server
+        .delete(&format!("/policies/{}", s.policy_id), &a.token)
+        .await
+        .assert_error(StatusCode::CONFLICT);
+    assert_eq!(
+        server.delete(&svc_path, &a.token).await.status,
+        StatusCode::NO_CONTENT
+    );
+    server
+        .get(&format!("/incidents/{id}"), &a.token)
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    assert_eq!(
+        server
+            .delete(&format!("/policies/{}", s.policy_id), &a.token)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let events = server
+        .get(&format!("/policies/{}/events", s.policy_id), &a.token)
+        .await;
     events.assert_error(StatusCode::NOT_FOUND);
 }
 
@@ -304,54 +715,137 @@ async fn bad_input_gets_clear_4xx_json(backend: Backend) {
     let s = server.setup_service(&a, "Web", &[&a.user_id], 1).await;
     let path = format!("/services/{}/incidents", s.service_id);
     let t = a.token.as_str();
-    let raw = |ct: &'static str, body: &'static [u8]| server.raw(Method::POST, &path, t, ct, body.to_vec());
+    let raw = |ct: &'static str, body: &'static [u8]| {
+        server.raw(Method::POST, &path, t, ct, body.to_vec())
+    };
     // Malformed JSON → 400.
     for body in [&b"{"[..], b"{\"message\": }", b"[1,2", b"\xff\xfe"] {
-        raw("application/json", body).await.assert_error(StatusCode::BAD_REQUEST);
+        raw("application/json", body)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST);
     }
     // Wrong types → 422 naming the field.
     let res = raw("application/json", b"{\"message\": 42}").await;
     res.assert_error(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(res.body["errors"]["message"].is_array(), "{}", res.text);
-    raw("application/json", b"[\"message\"]").await.assert_error(StatusCode::UNPROCESSABLE_ENTITY);
-    raw("application/json", b"{\"message\": \"m\", \"details\": [1]}").await.assert_error(StatusCode::UNPROCESSABLE_ENTITY);
+    raw("application/json", b"[\"message\"]")
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY);
+    raw(
+        "application/json",
+        b"{\"message\": \"m\", \"details\": [1]}",
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY);
     // Unsupported content type → 415.
-    raw("text/plain", b"message=hi").await.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    raw("application/xml", b"<message/>").await.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    raw("text/plain", b"message=hi")
+        .await
+        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    raw("application/xml", b"<message/>")
+        .await
+        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // Overlong fields → 422; a body over 1 MiB → 413.
     let long = "x".repeat(1025);
     let res = server.post(&path, t, json!({"message": long})).await;
     res.assert_error(StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(res.body["errors"]["message"][0].as_str().unwrap().contains("too long"));
-    let res = server.post(&path, t, json!({"message": "m", "description": "d".repeat(16 * 1024 + 1)})).await;
+    assert!(res.body["errors"]["message"][0]
+        .as_str()
+        .unwrap()
+        .contains("too long"));
+    let res = server
+        .post(
+            &path,
+            t,
+            json!({"message": "m", "description": "d".repeat(16 * 1024 + 1)}),
+        )
+        .await;
     assert!(res.body["errors"]["description"].is_array());
-    let res = server.post(&path, t, json!({"message": "m", "details": {"blob": "b".repeat(64 * 1024)}})).await;
+    let res = server
+        .post(
+            &path,
+            t,
+            json!({"message": "m", "details": {"blob": "b".repeat(64 * 1024)}}),
+        )
+        .await;
     assert!(res.body["errors"]["details"].is_array());
-    let res = server.post(&path, t, json!({"message": "m", "key": "k".repeat(256)})).await;
+    let res = server
+        .post(&path, t, json!({"message": "m", "key": "k".repeat(256)}))
+        .await;
     assert!(res.body["errors"]["key"].is_array());
     let huge = format!("{{\"message\": \"{}\"}}", "x".repeat(1024 * 1024 + 10));
-    server.raw(Method::POST, &path, t, "application/json", huge.into_bytes()).await.assert_error(StatusCode::PAYLOAD_TOO_LARGE);
+    server
+        .raw(
+            Method::POST,
+            &path,
+            t,
+            "application/json",
+            huge.into_bytes(),
+        )
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE);
     // Bad ids → 404, never 5xx.
-    for p in ["/incidents/short", "/incidents/toolongid1", "/incidents/%00%00%00%00%00%00%00%00", "/incidents/ZZZZZZZZ", "/services/..%2F..%2F/incidents", "/policies/AAAAAAAA/rules/BBBBBBBB"] {
+    for p in [
+        "/incidents/short",
+        "/incidents/toolongid1",
+        "/incidents/%00%00%00%00%00%00%00%00",
+        "/incidents/ZZZZZZZZ",
+        "/services/..%2F..%2F/incidents",
+        "/policies/AAAAAAAA/rules/BBBBBBBB",
+    ] {
         server.get(p, t).await.assert_error(StatusCode::NOT_FOUND);
     }
     // Bad query parameters → 422 naming them.
-    for (q, field) in [("state=open", "state"), ("since=yesterday", "since"), ("until=2026-13-01T00:00:00Z", "until"), ("page=0", "page"), ("per_page=-1", "per_page"), ("service_id=x", "service_id")] {
+    for (q, field) in [
+        ("state=open", "state"),
+        ("since=yesterday", "since"),
+        ("until=2026-13-01T00:00:00Z", "until"),
+        ("page=0", "page"),
+        ("per_page=-1", "per_page"),
+        ("service_id=x", "service_id"),
+    ] {
         let res = server.get(&format!("/incidents?{q}"), t).await;
         res.assert_error(StatusCode::UNPROCESSABLE_ENTITY);
         assert!(res.body["errors"][field].is_array(), "{q}: {}", res.text);
     }
     // Unknown routes and methods.
-    server.get("/nope", t).await.assert_error(StatusCode::NOT_FOUND);
-    server.call(Method::PATCH, "/incidents", Some(t), None).await.assert_error(StatusCode::METHOD_NOT_ALLOWED);
+    server
+        .get("/nope", t)
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    server
+        .call(Method::PATCH, "/incidents", Some(t), None)
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED);
     // Enum values are checked.
-    let res = server.post("/users", t, json!({"name": "n", "email": "n@example.com", "role": "root"})).await;
-    assert_eq!(res.body, json!({"errors": {"role": ["must be one of admin, responder, observer"]}}));
+    let res = server
+        .post(
+            "/users",
+            t,
+            json!({"name": "n", "email": "n@example.com", "role": "root"}),
+        )
+        .await;
+    assert_eq!(
+        res.body,
+        json!({"errors": {"role": ["must be one of admin, responder, observer"]}})
+    );
     // Health endpoints.
-    assert_eq!(server.call(Method::GET, "/healthz", None, None).await.status, StatusCode::OK);
+    assert_eq!(
+        server
+            .call(Method::GET, "/healthz", None, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
     let ready = server.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.status, StatusCode::OK);
-    assert_eq!(ready.body["database"], if backend == Backend::Sqlite { "sqlite" } else { "postgres" });
+    assert_eq!(
+        ready.body["database"],
+        if backend == Backend::Sqlite {
+            "sqlite"
+        } else {
+            "postgres"
+        }
+    );
 }
 
 both_backends!(

@@ -60,7 +60,9 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StoreError::Backend(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+            StoreError::Backend(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+            )
         )
     }
 }
@@ -130,8 +132,13 @@ pub trait AccountStore: Send + Sync {
     ) -> Result<User>;
     /// Removes a user. Refused while an escalation rule names them or when
     /// they are the account's last admin.
-    async fn delete_user(&self, account_id: &str, id: &str, actor: &Actor, now: Millis)
-        -> Result<()>;
+    async fn delete_user(
+        &self,
+        account_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()>;
 }
 
 /// Escalation policies and their rules.
@@ -151,6 +158,7 @@ pub trait PolicyStore: Send + Sync {
     /// One policy.
     async fn get_policy(&self, account_id: &str, id: &str) -> Result<Policy>;
     /// Renames a policy or changes its loop limit.
+    #[allow(clippy::too_many_arguments)]
     async fn update_policy(
         &self,
         account_id: &str,
@@ -162,8 +170,13 @@ pub trait PolicyStore: Send + Sync {
         now: Millis,
     ) -> Result<Policy>;
     /// Deletes a policy and its rules; refused while a service uses it.
-    async fn delete_policy(&self, account_id: &str, id: &str, actor: &Actor, now: Millis)
-        -> Result<()>;
+    async fn delete_policy(
+        &self,
+        account_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()>;
     /// A policy's rules in order.
     async fn list_rules(&self, account_id: &str, policy_id: &str) -> Result<Vec<PolicyRule>>;
     /// One rule of a policy.
@@ -236,8 +249,13 @@ pub trait ServiceStore: Send + Sync {
         now: Millis,
     ) -> Result<Service>;
     /// Deletes a service with its incidents.
-    async fn delete_service(&self, account_id: &str, id: &str, actor: &Actor, now: Millis)
-        -> Result<()>;
+    async fn delete_service(
+        &self,
+        account_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()>;
     /// Enables or disables (maintenance) a service. Returns false when it
     /// already was in that state (nothing written).
     async fn set_service_state(
@@ -317,11 +335,19 @@ pub trait IncidentStore: Send + Sync {
         now: Millis,
     ) -> Result<ActOutcome>;
     /// Deletes an incident (its events stay in the audit log).
-    async fn delete_incident(&self, account_id: &str, id: &str, actor: &Actor, now: Millis)
-        -> Result<()>;
+    async fn delete_incident(
+        &self,
+        account_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()>;
     /// Audit events, newest first, and the total count.
-    async fn list_events(&self, account_id: &str, filter: &EventFilter)
-        -> Result<(Vec<Event>, i64)>;
+    async fn list_events(
+        &self,
+        account_id: &str,
+        filter: &EventFilter,
+    ) -> Result<(Vec<Event>, i64)>;
 }
 
 /// The whole store.
@@ -392,7 +418,9 @@ pub(crate) mod util {
 
     /// The error for a trigger on a service in maintenance.
     pub fn service_disabled() -> crate::StoreError {
-        crate::StoreError::Conflict("the service is disabled (maintenance); enable it to open incidents".into())
+        crate::StoreError::Conflict(
+            "the service is disabled (maintenance); enable it to open incidents".into(),
+        )
     }
 
     /// Applies a text patch to an incident: the audit changeset
@@ -409,7 +437,10 @@ pub(crate) mod util {
     ) {
         use serde_json::json;
         let mut changes = serde_json::Map::new();
-        let message = patch.message.clone().unwrap_or_else(|| before.message.clone());
+        let message = patch
+            .message
+            .clone()
+            .unwrap_or_else(|| before.message.clone());
         if message != before.message {
             changes.insert("message".into(), json!([before.message, message]));
         }
@@ -418,7 +449,10 @@ pub(crate) mod util {
             None => before.description.clone(),
         };
         if description != before.description {
-            changes.insert("description".into(), json!([before.description, description]));
+            changes.insert(
+                "description".into(),
+                json!([before.description, description]),
+            );
         }
         let old_details = before.details.as_ref().map(|d| d.0.clone());
         let details = match &patch.details {
@@ -446,13 +480,22 @@ pub(crate) mod util {
             changes.insert("state".into(), json!([before.state, to.as_str()]));
         }
         if &before.current_user_id != user_id {
-            changes.insert("current_user_id".into(), json!([before.current_user_id, user_id]));
+            changes.insert(
+                "current_user_id".into(),
+                json!([before.current_user_id, user_id]),
+            );
         }
         if &before.current_policy_rule_id != rule_id {
-            changes.insert("current_policy_rule_id".into(), json!([before.current_policy_rule_id, rule_id]));
+            changes.insert(
+                "current_policy_rule_id".into(),
+                json!([before.current_policy_rule_id, rule_id]),
+            );
         }
         if before.escalation_loop_count != loop_count {
-            changes.insert("escalation_loop_count".into(), json!([before.escalation_loop_count, loop_count]));
+            changes.insert(
+                "escalation_loop_count".into(),
+                json!([before.escalation_loop_count, loop_count]),
+            );
         }
         serde_json::Value::Object(changes)
     }

@@ -91,7 +91,10 @@ impl FromRequestParts<AppState> for Auth {
             .await?
             .ok_or(ApiError::Unauthorized)?;
         let now = state.clock.now_ms();
-        if principal.last_used_at.is_none_or(|t| now - t >= TOUCH_INTERVAL_MS) {
+        if principal
+            .last_used_at
+            .is_none_or(|t| now - t >= TOUCH_INTERVAL_MS)
+        {
             // Best effort: a failed stamp must not fail the request.
             if let Err(err) = state.store.touch_token(&principal.token_id, now).await {
                 tracing::warn!(error = %err, "could not record token use");
@@ -155,7 +158,13 @@ mod tests {
 
     #[test]
     fn rejects_other_schemes_and_empty_secrets() {
-        for h in ["Basic abc", "Token", "Bearer ", r#"Token token="""#, "garbage"] {
+        for h in [
+            "Basic abc",
+            "Token",
+            "Bearer ",
+            r#"Token token="""#,
+            "garbage",
+        ] {
             assert_eq!(credential(&parts(h)), None, "{h}");
         }
     }

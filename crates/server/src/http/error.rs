@@ -87,7 +87,10 @@ impl IntoResponse for ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::Unprocessable(errors) => {
-                return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({ "errors": errors })))
+                return (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    axum::Json(json!({ "errors": errors })),
+                )
                     .into_response();
             }
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -103,8 +106,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response =
-            (status, axum::Json(json!({ "error": code, "message": message }))).into_response();
+        let mut response = (
+            status,
+            axum::Json(json!({ "error": code, "message": message })),
+        )
+            .into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -15,7 +15,13 @@ use crate::app::AppState;
 
 type Listing = ApiResult<(HeaderMap, Json<Value>)>;
 
-async fn list(state: &AppState, auth: &Auth, uri: &Uri, params: PageParams, source: Option<(&str, &str)>) -> Listing {
+async fn list(
+    state: &AppState,
+    auth: &Auth,
+    uri: &Uri,
+    params: PageParams,
+    source: Option<(&str, &str)>,
+) -> Listing {
     let mut checks = Checks::default();
     let page = params.parse(&mut checks);
     checks.finish()?;
@@ -25,7 +31,10 @@ async fn list(state: &AppState, auth: &Auth, uri: &Uri, params: PageParams, sour
         offset: page.offset(),
     };
     let (events, total) = state.store.list_events(&auth.account_id, &filter).await?;
-    Ok((page.headers(uri, total), Json(Value::Array(events.iter().map(views::event).collect()))))
+    Ok((
+        page.headers(uri, total),
+        Json(Value::Array(events.iter().map(views::event).collect())),
+    ))
 }
 
 /// `GET /events`: the account's audit log, newest first.

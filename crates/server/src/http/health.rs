@@ -15,7 +15,9 @@ pub async fn healthz() -> Json<Value> {
 /// `GET /readyz`: the database answers.
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     match state.store.ping().await {
-        Ok(()) => Ok(Json(json!({ "status": "ok", "database": state.store.backend() }))),
+        Ok(()) => Ok(Json(
+            json!({ "status": "ok", "database": state.store.backend() }),
+        )),
         Err(err) => {
             tracing::warn!(error = %err, "readiness check failed");
             Err(ApiError::Unavailable)

@@ -49,7 +49,10 @@ fn check_details(checks: &mut Checks, details: Option<Value>) -> Option<Value> {
         }
     };
     if serde_json::to_vec(&details).map_or(true, |b| b.len() > DETAILS_MAX) {
-        checks.add("details", format!("is too large (maximum is {DETAILS_MAX} bytes)"));
+        checks.add(
+            "details",
+            format!("is too large (maximum is {DETAILS_MAX} bytes)"),
+        );
     }
     Some(details)
 }
@@ -62,12 +65,20 @@ pub fn parse_new_incident(body: IncidentBody) -> ApiResult<NewIncident> {
     let description = checks.optional("description", body.description.as_deref(), DESCRIPTION_MAX);
     let details = check_details(&mut checks, body.details);
     checks.finish()?;
-    Ok(NewIncident { message, description, details, key })
+    Ok(NewIncident {
+        message,
+        description,
+        details,
+        key,
+    })
 }
 
 /// `201 Created` with the incident and its `Location`.
 pub fn created_incident(incident: &klaxon_store::Incident) -> Created {
-    created(format!("/incidents/{}", incident.id), views::incident(incident))
+    created(
+        format!("/incidents/{}", incident.id),
+        views::incident(incident),
+    )
 }
 
 /// `POST /services/:service_id/incidents`: opens an incident. An explicit
@@ -83,7 +94,14 @@ pub async fn create_incident(
     let new = parse_new_incident(body)?;
     let outcome = state
         .store
-        .trigger_incident(&auth.account_id, service_id, &new, false, &auth.actor(), state.clock.now_ms())
+        .trigger_incident(
+            &auth.account_id,
+            service_id,
+            &new,
+            false,
+            &auth.actor(),
+            state.clock.now_ms(),
+        )
         .await?;
     match outcome {
         TriggerOutcome::Created(incident) => Ok(created_incident(&incident)),
@@ -104,14 +122,31 @@ pub struct ListQuery {
     per_page: Option<String>,
 }
 
-fn parse_filter(query: ListQuery, service_id: Option<&str>) -> ApiResult<(IncidentFilter, super::page::Page)> {
+fn parse_filter(
+    query: ListQuery,
+    service_id: Option<&str>,
+) -> ApiResult<(IncidentFilter, super::page::Page)> {
     let mut checks = Checks::default();
-    let page = PageParams { page: query.page, per_page: query.per_page }.parse(&mut checks);
+    let page = PageParams {
+        page: query.page,
+        per_page: query.per_page,
+    }
+    .parse(&mut checks);
     let mut states = Vec::new();
-    for s in query.state.as_deref().unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for s in query
+        .state
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         match IncidentState::parse(s) {
             Some(s) => states.push(s.as_str().to_owned()),
-            None => checks.add("state", format!("{s:?} is not one of triggered, acknowledged, resolved")),
+            None => checks.add(
+                "state",
+                format!("{s:?} is not one of triggered, acknowledged, resolved"),
+            ),
         }
     }
     let mut id_param = |field: &str, raw: Option<&str>| {
@@ -122,7 +157,9 @@ fn parse_filter(query: ListQuery, service_id: Option<&str>) -> ApiResult<(Incide
             r.to_owned()
         })
     };
-    let service_id = service_id.map(str::to_owned).or_else(|| id_param("service_id", query.service_id.as_deref()));
+    let service_id = service_id
+        .map(str::to_owned)
+        .or_else(|| id_param("service_id", query.service_id.as_deref()));
     let current_user_id = id_param("current_user_id", query.current_user_id.as_deref());
     let mut instant = |field: &str, raw: Option<&str>| {
         raw.filter(|r| !r.is_empty()).and_then(|r| {
@@ -165,7 +202,10 @@ async fn list(
         // Another account's service is a 404, not an empty list.
         state.store.get_service(&auth.account_id, id).await?;
     }
-    let (incidents, total) = state.store.list_incidents(&auth.account_id, &filter).await?;
+    let (incidents, total) = state
+        .store
+        .list_incidents(&auth.account_id, &filter)
+        .await?;
     let body = Value::Array(incidents.iter().map(views::incident).collect());
     Ok((page.headers(&uri, total), Json(body)))
 }
@@ -198,7 +238,10 @@ pub async fn show_incident(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let incident = state.store.get_incident(&auth.account_id, path_id(&id)?).await?;
+    let incident = state
+        .store
+        .get_incident(&auth.account_id, path_id(&id)?)
+        .await?;
     Ok(Json(views::incident(&incident)))
 }
 
@@ -223,44 +266,82 @@ pub async fn update_incident(
     let id = path_id(&id)?;
     let mut checks = Checks::default();
     let patch = IncidentPatch {
-        message: body.message.as_deref().map(|m| checks.required("message", Some(m), MESSAGE_MAX)),
-        description: body.description.map(|d| checks.optional("description", d.as_deref(), DESCRIPTION_MAX)),
+        message: body
+            .message
+            .as_deref()
+            .map(|m| checks.required("message", Some(m), MESSAGE_MAX)),
+        description: body
+            .description
+            .map(|d| checks.optional("description", d.as_deref(), DESCRIPTION_MAX)),
         details: body.details.map(|d| check_details(&mut checks, d)),
     };
     checks.finish()?;
     state
         .store
-        .update_incident(&auth.account_id, id, &patch, &auth.actor(), state.clock.now_ms())
+        .update_incident(
+            &auth.account_id,
+            id,
+            &patch,
+            &auth.actor(),
+            state.clock.now_ms(),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn act(state: AppState, auth: Auth, id: String, action: IncidentAction) -> ApiResult<StatusCode> {
+async fn act(
+    state: AppState,
+    auth: Auth,
+    id: String,
+    action: IncidentAction,
+) -> ApiResult<StatusCode> {
     auth.require_responder()?;
     state
         .store
-        .act_on_incident(&auth.account_id, path_id(&id)?, action, &auth.actor(), state.clock.now_ms())
+        .act_on_incident(
+            &auth.account_id,
+            path_id(&id)?,
+            action,
+            &auth.actor(),
+            state.clock.now_ms(),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `PUT /incidents/:id/acknowledge`
-pub async fn acknowledge_incident(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn acknowledge_incident(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     act(state, auth, id, IncidentAction::Acknowledge).await
 }
 
 /// `PUT /incidents/:id/resolve`
-pub async fn resolve_incident(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn resolve_incident(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     act(state, auth, id, IncidentAction::Resolve).await
 }
 
 /// `PUT /incidents/:id/trigger`
-pub async fn trigger_incident(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn trigger_incident(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     act(state, auth, id, IncidentAction::Trigger).await
 }
 
 /// `PUT /incidents/:id/escalate`: the next policy rule, now.
-pub async fn escalate_incident(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn escalate_incident(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     act(state, auth, id, IncidentAction::Escalate).await
 }
 
@@ -273,7 +354,12 @@ pub async fn delete_incident(
     auth.require_admin()?;
     state
         .store
-        .delete_incident(&auth.account_id, path_id(&id)?, &auth.actor(), state.clock.now_ms())
+        .delete_incident(
+            &auth.account_id,
+            path_id(&id)?,
+            &auth.actor(),
+            state.clock.now_ms(),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

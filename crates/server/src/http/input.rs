@@ -23,7 +23,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
@@ -44,7 +50,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" as &[u8] } else { bytes };
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}" as &[u8]
+    } else {
+        bytes
+    };
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
@@ -53,7 +63,9 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         // whole document; only well-formed JSON gets a field error.
         let well_formed = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
         match inner.classify() {
-            serde_json::error::Category::Data if well_formed => field_error(&path, &inner.to_string()),
+            serde_json::error::Category::Data if well_formed => {
+                field_error(&path, &inner.to_string())
+            }
             _ => ApiError::BadRequest(format!("malformed JSON: {inner}")),
         }
     })
@@ -74,7 +86,11 @@ fn field_error(path: &str, message: &str) -> ApiError {
         let field = rest.split('`').next().unwrap_or(rest);
         return ApiError::field(field, "can't be blank");
     }
-    let field = if path == "." || path.is_empty() { "base" } else { path };
+    let field = if path == "." || path.is_empty() {
+        "base"
+    } else {
+        path
+    };
     // Drop serde's " at line 1 column 20" suffix: the field name says where.
     let message = message.split(" at line ").next().unwrap_or(message);
     ApiError::field(field, message)
@@ -110,7 +126,10 @@ pub struct Checks(super::error::FieldErrors);
 impl Checks {
     /// Records a problem with a field.
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.0.entry(field.to_owned()).or_default().push(message.into());
+        self.0
+            .entry(field.to_owned())
+            .or_default()
+            .push(message.into());
     }
 
     /// Requires a non-blank string of at most `max` bytes; returns it trimmed.

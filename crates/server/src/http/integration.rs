@@ -25,7 +25,14 @@ pub async fn trigger(
     let actor = Actor::Service(service.id.clone());
     let outcome = state
         .store
-        .trigger_incident(&service.account_id, &service.id, &new, true, &actor, state.clock.now_ms())
+        .trigger_incident(
+            &service.account_id,
+            &service.id,
+            &new,
+            true,
+            &actor,
+            state.clock.now_ms(),
+        )
         .await?;
     Ok(match outcome {
         TriggerOutcome::Created(incident) => created_incident(&incident).into_response(),
@@ -40,7 +47,12 @@ pub struct TargetBody {
     message: Option<String>,
 }
 
-async fn act(state: AppState, service: klaxon_store::Service, body: TargetBody, action: IncidentAction) -> ApiResult<StatusCode> {
+async fn act(
+    state: AppState,
+    service: klaxon_store::Service,
+    body: TargetBody,
+    action: IncidentAction,
+) -> ApiResult<StatusCode> {
     let mut checks = Checks::default();
     let key = checks.optional("key", body.key.as_deref(), KEY_MAX);
     let message = checks.optional("message", body.message.as_deref(), MESSAGE_MAX);
@@ -50,13 +62,24 @@ async fn act(state: AppState, service: klaxon_store::Service, body: TargetBody, 
     checks.finish()?;
     let incident = state
         .store
-        .find_open_incident(&service.account_id, &service.id, key.as_deref(), message.as_deref())
+        .find_open_incident(
+            &service.account_id,
+            &service.id,
+            key.as_deref(),
+            message.as_deref(),
+        )
         .await?
         .ok_or(ApiError::NotFound)?;
     let actor = Actor::Service(service.id.clone());
     match state
         .store
-        .act_on_incident(&service.account_id, &incident.id, action, &actor, state.clock.now_ms())
+        .act_on_incident(
+            &service.account_id,
+            &incident.id,
+            action,
+            &actor,
+            state.clock.now_ms(),
+        )
         .await
     {
         Ok(ActOutcome::Changed(_)) => Ok(StatusCode::NO_CONTENT),

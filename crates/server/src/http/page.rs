@@ -35,7 +35,7 @@ impl PageParams {
     pub fn parse(&self, checks: &mut Checks) -> Page {
         let page = match self.page.as_deref().map(str::parse::<i64>) {
             None => 1,
-            Some(Ok(p)) if p >= 1 && p <= 1_000_000 => p,
+            Some(Ok(p)) if (1..=1_000_000).contains(&p) => p,
             Some(_) => {
                 checks.add("page", "must be a whole number from 1");
                 1
@@ -62,7 +62,10 @@ impl Page {
     /// The `Link` and `X-Total-Count` headers for a result of `total` rows.
     pub fn headers(&self, uri: &Uri, total: i64) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(HeaderName::from_static("x-total-count"), HeaderValue::from(total));
+        headers.insert(
+            HeaderName::from_static("x-total-count"),
+            HeaderValue::from(total),
+        );
         let last = ((total + self.per_page - 1) / self.per_page).max(1);
         let other: Vec<(String, String)> = uri
             .query()
@@ -101,12 +104,18 @@ mod tests {
 
     #[test]
     fn link_header_keeps_filters_and_names_neighbours() {
-        let page = Page { page: 2, per_page: 10 };
+        let page = Page {
+            page: 2,
+            per_page: 10,
+        };
         let uri: Uri = "/incidents?state=triggered&page=2".parse().expect("uri");
         let h = page.headers(&uri, 35);
         assert_eq!(h["x-total-count"], "35");
         let link = h[LINK].to_str().expect("ascii");
-        assert!(link.contains("</incidents?state=triggered&page=1&per_page=10>; rel=\"first\""), "{link}");
+        assert!(
+            link.contains("</incidents?state=triggered&page=1&per_page=10>; rel=\"first\""),
+            "{link}"
+        );
         assert!(link.contains("page=1&per_page=10>; rel=\"prev\""), "{link}");
         assert!(link.contains("page=3&per_page=10>; rel=\"next\""), "{link}");
         assert!(link.contains("page=4&per_page=10>; rel=\"last\""), "{link}");
@@ -115,11 +124,19 @@ mod tests {
     #[test]
     fn clamps_and_validates() {
         let mut checks = Checks::default();
-        let p = PageParams { page: None, per_page: Some("1000".into()) }.parse(&mut checks);
+        let p = PageParams {
+            page: None,
+            per_page: Some("1000".into()),
+        }
+        .parse(&mut checks);
         assert_eq!(p.per_page, MAX_PER_PAGE);
         assert!(checks.finish().is_ok());
         let mut checks = Checks::default();
-        PageParams { page: Some("0".into()), per_page: Some("x".into()) }.parse(&mut checks);
+        PageParams {
+            page: Some("0".into()),
+            per_page: Some("x".into()),
+        }
+        .parse(&mut checks);
         assert!(checks.finish().is_err());
     }
 }

@@ -31,7 +31,9 @@ pub struct PolicyBody {
 /// `GET /policies`
 pub async fn list_policies(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let policies = state.store.list_policies(&auth.account_id).await?;
-    Ok(Json(Value::Array(policies.iter().map(views::policy).collect())))
+    Ok(Json(Value::Array(
+        policies.iter().map(views::policy).collect(),
+    )))
 }
 
 /// `GET /policies/:id`: the policy with its rules in order.
@@ -45,7 +47,10 @@ pub async fn show_policy(
     let rules = state.store.list_rules(&auth.account_id, id).await?;
     let mut body = views::policy(&policy);
     if let Some(obj) = body.as_object_mut() {
-        obj.insert("rules".into(), Value::Array(rules.iter().map(views::rule).collect()));
+        obj.insert(
+            "rules".into(),
+            Value::Array(rules.iter().map(views::rule).collect()),
+        );
     }
     Ok(Json(body))
 }
@@ -64,9 +69,18 @@ pub async fn create_policy(
     checks.finish()?;
     let policy = state
         .store
-        .create_policy(&auth.account_id, &name, loop_limit, &auth.actor(), state.clock.now_ms())
+        .create_policy(
+            &auth.account_id,
+            &name,
+            loop_limit,
+            &auth.actor(),
+            state.clock.now_ms(),
+        )
         .await?;
-    Ok(created(format!("/policies/{}", policy.id), views::policy(&policy)))
+    Ok(created(
+        format!("/policies/{}", policy.id),
+        views::policy(&policy),
+    ))
 }
 
 /// `PUT /policies/:id` (admins).
@@ -97,7 +111,15 @@ pub async fn update_policy(
     if !changes.is_empty() {
         state
             .store
-            .update_policy(&auth.account_id, id, &name, loop_limit, &Value::Object(changes), &auth.actor(), state.clock.now_ms())
+            .update_policy(
+                &auth.account_id,
+                id,
+                &name,
+                loop_limit,
+                &Value::Object(changes),
+                &auth.actor(),
+                state.clock.now_ms(),
+            )
             .await?;
     }
     Ok(StatusCode::NO_CONTENT)
@@ -112,7 +134,12 @@ pub async fn delete_policy(
     auth.require_admin()?;
     state
         .store
-        .delete_policy(&auth.account_id, path_id(&id)?, &auth.actor(), state.clock.now_ms())
+        .delete_policy(
+            &auth.account_id,
+            path_id(&id)?,
+            &auth.actor(),
+            state.clock.now_ms(),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -140,7 +167,10 @@ fn check_assignment(checks: &mut Checks, a: Option<&Assignment>) -> (String, Str
     let kind = match a.kind.as_deref() {
         Some("user") => "user",
         Some("schedule") => {
-            checks.add("assignment", "type schedule is not available yet; assign a user");
+            checks.add(
+                "assignment",
+                "type schedule is not available yet; assign a user",
+            );
             "schedule"
         }
         _ => {
@@ -164,7 +194,10 @@ pub async fn list_rules(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let rules = state.store.list_rules(&auth.account_id, path_id(&id)?).await?;
+    let rules = state
+        .store
+        .list_rules(&auth.account_id, path_id(&id)?)
+        .await?;
     Ok(Json(Value::Array(rules.iter().map(views::rule).collect())))
 }
 
@@ -191,16 +224,36 @@ pub async fn create_rule(
     auth.require_admin()?;
     let policy_id = path_id(&id)?;
     let mut checks = Checks::default();
-    let escalation_timeout = body.escalation_timeout.unwrap_or(DEFAULT_ESCALATION_TIMEOUT);
-    checks.range("escalation_timeout", escalation_timeout, 1, MAX_ESCALATION_TIMEOUT);
+    let escalation_timeout = body
+        .escalation_timeout
+        .unwrap_or(DEFAULT_ESCALATION_TIMEOUT);
+    checks.range(
+        "escalation_timeout",
+        escalation_timeout,
+        1,
+        MAX_ESCALATION_TIMEOUT,
+    );
     let (assignment_type, assignee_id) = check_assignment(&mut checks, body.assignment.as_ref());
     checks.finish()?;
-    let input = RuleInput { escalation_timeout, assignment_type, assignee_id };
+    let input = RuleInput {
+        escalation_timeout,
+        assignment_type,
+        assignee_id,
+    };
     let rule = state
         .store
-        .create_rule(&auth.account_id, policy_id, &input, &auth.actor(), state.clock.now_ms())
+        .create_rule(
+            &auth.account_id,
+            policy_id,
+            &input,
+            &auth.actor(),
+            state.clock.now_ms(),
+        )
         .await?;
-    Ok(created(format!("/policies/{}/rules/{}", policy_id, rule.id), views::rule(&rule)))
+    Ok(created(
+        format!("/policies/{}/rules/{}", policy_id, rule.id),
+        views::rule(&rule),
+    ))
 }
 
 /// `PUT /policies/:id/rules/:rule_id` (admins).
@@ -212,10 +265,18 @@ pub async fn update_rule(
 ) -> ApiResult<StatusCode> {
     auth.require_admin()?;
     let (policy_id, rule_id) = (path_id(&id)?, path_id(&rule_id)?);
-    let before = state.store.get_rule(&auth.account_id, policy_id, rule_id).await?;
+    let before = state
+        .store
+        .get_rule(&auth.account_id, policy_id, rule_id)
+        .await?;
     let mut checks = Checks::default();
     let escalation_timeout = body.escalation_timeout.unwrap_or(before.escalation_timeout);
-    checks.range("escalation_timeout", escalation_timeout, 1, MAX_ESCALATION_TIMEOUT);
+    checks.range(
+        "escalation_timeout",
+        escalation_timeout,
+        1,
+        MAX_ESCALATION_TIMEOUT,
+    );
     let (assignment_type, assignee_id) = match &body.assignment {
         Some(a) => check_assignment(&mut checks, Some(a)),
         None => (before.assignment_type.clone(), before.assignee_id.clone()),
@@ -223,7 +284,10 @@ pub async fn update_rule(
     checks.finish()?;
     let mut changes = Map::new();
     if escalation_timeout != before.escalation_timeout {
-        changes.insert("escalation_timeout".into(), json!([before.escalation_timeout, escalation_timeout]));
+        changes.insert(
+            "escalation_timeout".into(),
+            json!([before.escalation_timeout, escalation_timeout]),
+        );
     }
     if (&assignment_type, &assignee_id) != (&before.assignment_type, &before.assignee_id) {
         changes.insert(
@@ -235,10 +299,22 @@ pub async fn update_rule(
         );
     }
     if !changes.is_empty() {
-        let input = RuleInput { escalation_timeout, assignment_type, assignee_id };
+        let input = RuleInput {
+            escalation_timeout,
+            assignment_type,
+            assignee_id,
+        };
         state
             .store
-            .update_rule(&auth.account_id, policy_id, rule_id, &input, &Value::Object(changes), &auth.actor(), state.clock.now_ms())
+            .update_rule(
+                &auth.account_id,
+                policy_id,
+                rule_id,
+                &input,
+                &Value::Object(changes),
+                &auth.actor(),
+                state.clock.now_ms(),
+            )
             .await?;
     }
     Ok(StatusCode::NO_CONTENT)
@@ -253,7 +329,13 @@ pub async fn delete_rule(
     auth.require_admin()?;
     state
         .store
-        .delete_rule(&auth.account_id, path_id(&id)?, path_id(&rule_id)?, &auth.actor(), state.clock.now_ms())
+        .delete_rule(
+            &auth.account_id,
+            path_id(&id)?,
+            path_id(&rule_id)?,
+            &auth.actor(),
+            state.clock.now_ms(),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -282,7 +364,13 @@ pub async fn sort_rules(
     checks.finish()?;
     let rules = state
         .store
-        .sort_rules(&auth.account_id, policy_id, &ids, &auth.actor(), state.clock.now_ms())
+        .sort_rules(
+            &auth.account_id,
+            policy_id,
+            &ids,
+            &auth.actor(),
+            state.clock.now_ms(),
+        )
         .await?;
     Ok(Json(Value::Array(rules.iter().map(views::rule).collect())))
 }

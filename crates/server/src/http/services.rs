@@ -68,7 +68,9 @@ fn show(auth: &Auth, s: &Service) -> Value {
 /// `GET /services`
 pub async fn list_services(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let services = state.store.list_services(&auth.account_id).await?;
-    Ok(Json(Value::Array(services.iter().map(|s| show(&auth, s)).collect())))
+    Ok(Json(Value::Array(
+        services.iter().map(|s| show(&auth, s)).collect(),
+    )))
 }
 
 /// `GET /services/:id`
@@ -77,7 +79,10 @@ pub async fn show_service(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let service = state.store.get_service(&auth.account_id, path_id(&id)?).await?;
+    let service = state
+        .store
+        .get_service(&auth.account_id, path_id(&id)?)
+        .await?;
     Ok(Json(show(&auth, &service)))
 }
 
@@ -91,17 +96,38 @@ pub async fn create_service(
     let mut checks = Checks::default();
     let input = ServiceInput {
         name: checks.required("name", body.name.as_deref(), NAME_MAX),
-        description: checks.optional("description", body.description.flatten().as_deref(), DESCRIPTION_MAX),
+        description: checks.optional(
+            "description",
+            body.description.flatten().as_deref(),
+            DESCRIPTION_MAX,
+        ),
         policy_id: check_policy_id(&mut checks, body.policy_id.as_deref()),
-        acknowledge_timeout: check_timeout(&mut checks, "acknowledge_timeout", body.acknowledge_timeout.flatten()),
-        auto_resolve_timeout: check_timeout(&mut checks, "auto_resolve_timeout", body.auto_resolve_timeout.flatten()),
+        acknowledge_timeout: check_timeout(
+            &mut checks,
+            "acknowledge_timeout",
+            body.acknowledge_timeout.flatten(),
+        ),
+        auto_resolve_timeout: check_timeout(
+            &mut checks,
+            "auto_resolve_timeout",
+            body.auto_resolve_timeout.flatten(),
+        ),
     };
     checks.finish()?;
     let service = state
         .store
-        .create_service(&auth.account_id, &input, &new_integration_key(), &auth.actor(), state.clock.now_ms())
+        .create_service(
+            &auth.account_id,
+            &input,
+            &new_integration_key(),
+            &auth.actor(),
+            state.clock.now_ms(),
+        )
         .await?;
-    Ok(created(format!("/services/{}", service.id), show(&auth, &service)))
+    Ok(created(
+        format!("/services/{}", service.id),
+        show(&auth, &service),
+    ))
 }
 
 /// `PUT /services/:id` (admins).
@@ -141,10 +167,22 @@ pub async fn update_service(
     let mut changes = Map::new();
     let pairs = [
         ("name", json!(before.name), json!(input.name)),
-        ("description", json!(before.description), json!(input.description)),
+        (
+            "description",
+            json!(before.description),
+            json!(input.description),
+        ),
         ("policy_id", json!(before.policy_id), json!(input.policy_id)),
-        ("acknowledge_timeout", json!(before.acknowledge_timeout), json!(input.acknowledge_timeout)),
-        ("auto_resolve_timeout", json!(before.auto_resolve_timeout), json!(input.auto_resolve_timeout)),
+        (
+            "acknowledge_timeout",
+            json!(before.acknowledge_timeout),
+            json!(input.acknowledge_timeout),
+        ),
+        (
+            "auto_resolve_timeout",
+            json!(before.auto_resolve_timeout),
+            json!(input.auto_resolve_timeout),
+        ),
     ];
     for (field, old, new) in pairs {
         if old != new {
@@ -154,7 +192,14 @@ pub async fn update_service(
     if !changes.is_empty() {
         state
             .store
-            .update_service(&auth.account_id, id, &input, &Value::Object(changes), &auth.actor(), state.clock.now_ms())
+            .update_service(
+                &auth.account_id,
+                id,
+                &input,
+                &Value::Object(changes),
+                &auth.actor(),
+                state.clock.now_ms(),
+            )
             .await?;
     }
     Ok(StatusCode::NO_CONTENT)
@@ -169,7 +214,12 @@ pub async fn delete_service(
     auth.require_admin()?;
     state
         .store
-        .delete_service(&auth.account_id, path_id(&id)?, &auth.actor(), state.clock.now_ms())
+        .delete_service(
+            &auth.account_id,
+            path_id(&id)?,
+            &auth.actor(),
+            state.clock.now_ms(),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -178,18 +228,32 @@ async fn set_state(state: AppState, auth: Auth, id: String, to: &str) -> ApiResu
     auth.require_admin()?;
     state
         .store
-        .set_service_state(&auth.account_id, path_id(&id)?, to, &auth.actor(), state.clock.now_ms())
+        .set_service_state(
+            &auth.account_id,
+            path_id(&id)?,
+            to,
+            &auth.actor(),
+            state.clock.now_ms(),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `PUT /services/:id/enable` (admins).
-pub async fn enable_service(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn enable_service(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     set_state(state, auth, id, "enabled").await
 }
 
 /// `PUT /services/:id/disable` (admins): maintenance; triggers are refused.
-pub async fn disable_service(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn disable_service(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     set_state(state, auth, id, "disabled").await
 }
 
@@ -204,7 +268,13 @@ pub async fn regenerate_integration_key(
     let key = new_integration_key();
     state
         .store
-        .set_integration_key(&auth.account_id, path_id(&id)?, &key, &auth.actor(), state.clock.now_ms())
+        .set_integration_key(
+            &auth.account_id,
+            path_id(&id)?,
+            &key,
+            &auth.actor(),
+            state.clock.now_ms(),
+        )
         .await?;
     Ok(Json(json!({ "integration_key": key })))
 }

@@ -46,7 +46,10 @@ pub struct Registration {
 /// Validates and checks a password, recording problems on `checks`.
 pub fn check_password(checks: &mut Checks, password: &str) {
     if password.chars().count() < PASSWORD_MIN {
-        checks.add("password", format!("is too short (minimum is {PASSWORD_MIN} characters)"));
+        checks.add(
+            "password",
+            format!("is too short (minimum is {PASSWORD_MIN} characters)"),
+        );
     }
     checks.max_len("password", password, PASSWORD_MAX);
 }
@@ -74,7 +77,9 @@ pub async fn register(store: &dyn Store, now: i64, input: Registration) -> ApiRe
         password_hash,
     };
     let token = new_token();
-    let (account, user, _) = store.create_account(&account_name, &owner, &hash_token(&token), now).await?;
+    let (account, user, _) = store
+        .create_account(&account_name, &owner, &hash_token(&token), now)
+        .await?;
     Ok(json!({ "account_id": account.id, "user_id": user.id, "token": token }))
 }
 
@@ -101,7 +106,9 @@ pub async fn create_registration(
     Input(input): Input<Registration>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     if !state.config.registrations_open {
-        return Err(ApiError::Forbidden("registrations are closed on this server"));
+        return Err(ApiError::Forbidden(
+            "registrations are closed on this server",
+        ));
     }
     let mut checks = Checks::default();
     if input.password.is_none() {
@@ -129,7 +136,9 @@ pub async fn create_session(
     Input(input): Input<SignIn>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let mut checks = Checks::default();
-    let email = checks.required("email", input.email.as_deref(), 254).to_ascii_lowercase();
+    let email = checks
+        .required("email", input.email.as_deref(), 254)
+        .to_ascii_lowercase();
     let password = checks.required("password", input.password.as_deref(), PASSWORD_MAX);
     checks.finish()?;
     let user = state.store.user_by_email(&email).await?;
@@ -145,14 +154,26 @@ pub async fn create_session(
     let token = new_token();
     state
         .store
-        .create_token(&user.account_id, &user.id, "session", &hash_token(&token), state.clock.now_ms())
+        .create_token(
+            &user.account_id,
+            &user.id,
+            "session",
+            &hash_token(&token),
+            state.clock.now_ms(),
+        )
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "token": token, "user_id": user.id }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "token": token, "user_id": user.id })),
+    ))
 }
 
 /// `GET /me`: the caller.
 pub async fn show_me(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
-    let user = state.store.get_user(&auth.account_id, &auth.user_id).await?;
+    let user = state
+        .store
+        .get_user(&auth.account_id, &auth.user_id)
+        .await?;
     let mut body = views::user(&user);
     if let Some(obj) = body.as_object_mut() {
         obj.insert("account_id".into(), Value::String(auth.account_id));
@@ -162,8 +183,13 @@ pub async fn show_me(State(state): State<AppState>, auth: Auth) -> ApiResult<Jso
 
 /// `GET /tokens`: the caller's tokens (never their secrets).
 pub async fn list_tokens(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
-    let tokens = state.store.list_tokens(&auth.account_id, &auth.user_id).await?;
-    Ok(Json(Value::Array(tokens.iter().map(|t| views::token(t, None)).collect())))
+    let tokens = state
+        .store
+        .list_tokens(&auth.account_id, &auth.user_id)
+        .await?;
+    Ok(Json(Value::Array(
+        tokens.iter().map(|t| views::token(t, None)).collect(),
+    )))
 }
 
 /// `POST /tokens` body.
@@ -179,14 +205,25 @@ pub async fn create_token(
     Input(input): Input<NewToken>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let mut checks = Checks::default();
-    let name = checks.optional("name", input.name.as_deref(), NAME_MAX).unwrap_or_else(|| "api".into());
+    let name = checks
+        .optional("name", input.name.as_deref(), NAME_MAX)
+        .unwrap_or_else(|| "api".into());
     checks.finish()?;
     let secret = new_token();
     let token = state
         .store
-        .create_token(&auth.account_id, &auth.user_id, &name, &hash_token(&secret), state.clock.now_ms())
+        .create_token(
+            &auth.account_id,
+            &auth.user_id,
+            &name,
+            &hash_token(&secret),
+            state.clock.now_ms(),
+        )
         .await?;
-    Ok((StatusCode::CREATED, Json(views::token(&token, Some(&secret)))))
+    Ok((
+        StatusCode::CREATED,
+        Json(views::token(&token, Some(&secret))),
+    ))
 }
 
 /// `DELETE /tokens/:id`: revokes one of the caller's tokens.

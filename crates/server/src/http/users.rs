@@ -39,7 +39,10 @@ fn check_role(checks: &mut Checks, raw: &str) -> String {
 
 fn check_zone(checks: &mut Checks, raw: &str) -> String {
     if !is_time_zone(raw) {
-        checks.add("time_zone", "is not a known IANA time zone (like Europe/Berlin)");
+        checks.add(
+            "time_zone",
+            "is not a known IANA time zone (like Europe/Berlin)",
+        );
     }
     raw.to_owned()
 }
@@ -56,7 +59,10 @@ pub async fn show_user(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let user = state.store.get_user(&auth.account_id, path_id(&id)?).await?;
+    let user = state
+        .store
+        .get_user(&auth.account_id, path_id(&id)?)
+        .await?;
     Ok(Json(views::user(&user)))
 }
 
@@ -80,10 +86,21 @@ pub async fn create_user(
         Some(p) => Some(password::hash(p).await?),
         None => None,
     };
-    let input = UserInput { name, email, role, time_zone, password_hash };
+    let input = UserInput {
+        name,
+        email,
+        role,
+        time_zone,
+        password_hash,
+    };
     let user = state
         .store
-        .create_user(&auth.account_id, &input, &auth.actor(), state.clock.now_ms())
+        .create_user(
+            &auth.account_id,
+            &input,
+            &auth.actor(),
+            state.clock.now_ms(),
+        )
         .await?;
     Ok(created(format!("/users/{}", user.id), views::user(&user)))
 }
@@ -155,10 +172,23 @@ pub async fn update_user(
     if changes.is_empty() {
         return Ok(StatusCode::NO_CONTENT);
     }
-    let input = UserInput { name, email, role, time_zone, password_hash };
+    let input = UserInput {
+        name,
+        email,
+        role,
+        time_zone,
+        password_hash,
+    };
     state
         .store
-        .update_user(&auth.account_id, id, &input, &Value::Object(changes), &auth.actor(), state.clock.now_ms())
+        .update_user(
+            &auth.account_id,
+            id,
+            &input,
+            &Value::Object(changes),
+            &auth.actor(),
+            state.clock.now_ms(),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

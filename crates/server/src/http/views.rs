@@ -18,12 +18,18 @@ fn ts(ms: Option<i64>) -> Value {
 pub fn incident(i: &Incident) -> Value {
     let mut links = Map::with_capacity(4);
     links.insert("self".into(), href(format!("/incidents/{}", i.id)));
-    links.insert("service".into(), href(format!("/services/{}", i.service_id)));
+    links.insert(
+        "service".into(),
+        href(format!("/services/{}", i.service_id)),
+    );
     if let Some(user) = &i.current_user_id {
         links.insert("current_user".into(), href(format!("/users/{user}")));
     }
     if let (Some(policy), Some(rule)) = (&i.current_policy_id, &i.current_policy_rule_id) {
-        links.insert("current_policy_rule".into(), href(format!("/policies/{policy}/rules/{rule}")));
+        links.insert(
+            "current_policy_rule".into(),
+            href(format!("/policies/{policy}/rules/{rule}")),
+        );
     }
     json!({
         "id": i.id,
@@ -118,7 +124,10 @@ pub fn service(s: &Service, show_key: bool) -> Value {
         },
     });
     if let (true, Some(obj)) = (show_key, v.as_object_mut()) {
-        obj.insert("integration_key".into(), Value::String(s.integration_key.clone()));
+        obj.insert(
+            "integration_key".into(),
+            Value::String(s.integration_key.clone()),
+        );
     }
     v
 }

@@ -63,8 +63,10 @@ impl Server {
                 .await
                 .unwrap(),
         };
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut server = Server {
             child: None,
             base: String::new(),
@@ -143,7 +145,11 @@ impl Server {
 
     /// Creates an account through `POST /registrations`.
     pub async fn register(&self, account: &str) -> Account {
-        let email = format!("owner-{}@{}.example.com", rand_suffix(), account.to_lowercase());
+        let email = format!(
+            "owner-{}@{}.example.com",
+            rand_suffix(),
+            account.to_lowercase()
+        );
         let res = self
             .call(Method::POST, "/registrations", None, Some(json!({
                 "account_name": account, "name": "Owner", "email": email, "password": "correct horse",
@@ -159,7 +165,13 @@ impl Server {
     }
 
     /// One request with a JSON body (or none) and a user token (or none).
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Res {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Res {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
             req = req.header("Authorization", format!("Token token=\"{t}\""));
@@ -171,7 +183,13 @@ impl Server {
     }
 
     /// One request with a form body, as `curl -d` sends it.
-    pub async fn form(&self, method: Method, path: &str, token: &str, fields: &[(&str, &str)]) -> Res {
+    pub async fn form(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        fields: &[(&str, &str)],
+    ) -> Res {
         let req = self
             .http
             .request(method, format!("{}{}", self.base, path))
@@ -181,7 +199,14 @@ impl Server {
     }
 
     /// One request with a raw body and content type.
-    pub async fn raw(&self, method: Method, path: &str, token: &str, content_type: &str, body: Vec<u8>) -> Res {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Res {
         let req = self
             .http
             .request(method, format!("{}{}", self.base, path))
@@ -213,21 +238,43 @@ impl Server {
 
     /// A policy with one rule per user, and a service using it. Returns
     /// (service JSON, policy id, rule ids).
-    pub async fn setup_service(&self, acct: &Account, name: &str, users: &[&str], loop_limit: i64) -> Setup {
-        let policy = self.post("/policies", &acct.token, json!({"name": format!("{name} policy"), "loop_limit": loop_limit})).await;
+    pub async fn setup_service(
+        &self,
+        acct: &Account,
+        name: &str,
+        users: &[&str],
+        loop_limit: i64,
+    ) -> Setup {
+        let policy = self
+            .post(
+                "/policies",
+                &acct.token,
+                json!({"name": format!("{name} policy"), "loop_limit": loop_limit}),
+            )
+            .await;
         assert_eq!(policy.status, StatusCode::CREATED, "{:?}", policy.body);
         let policy_id = policy.str("id");
         let mut rule_ids = Vec::new();
         for user in users {
             let rule = self
-                .post(&format!("/policies/{policy_id}/rules"), &acct.token, json!({
-                    "escalation_timeout": 30, "assignment": {"type": "user", "id": user},
-                }))
+                .post(
+                    &format!("/policies/{policy_id}/rules"),
+                    &acct.token,
+                    json!({
+                        "escalation_timeout": 30, "assignment": {"type": "user", "id": user},
+                    }),
+                )
                 .await;
             assert_eq!(rule.status, StatusCode::CREATED, "{:?}", rule.body);
             rule_ids.push(rule.str("id"));
         }
-        let service = self.post("/services", &acct.token, json!({"name": name, "policy_id": policy_id})).await;
+        let service = self
+            .post(
+                "/services",
+                &acct.token,
+                json!({"name": name, "policy_id": policy_id}),
+            )
+            .await;
         assert_eq!(service.status, StatusCode::CREATED, "{:?}", service.body);
         Setup {
             service_id: service.str("id"),
@@ -287,7 +334,12 @@ impl Res {
         let headers = r.headers().clone();
         let text = r.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Res { status, headers, text, body }
+        Res {
+            status,
+            headers,
+            text,
+            body,
+        }
     }
 
     /// A string field of the JSON body.
@@ -300,24 +352,37 @@ impl Res {
 
     /// A header as a string.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 
     /// Asserts a 4xx/5xx JSON error body with this status.
     pub fn assert_error(&self, status: StatusCode) {
         assert_eq!(self.status, status, "body: {}", self.text);
         assert!(
-            self.header("content-type").unwrap_or_default().starts_with("application/json"),
+            self.header("content-type")
+                .unwrap_or_default()
+                .starts_with("application/json"),
             "error is JSON: {:?} {}",
             self.headers,
             self.text
         );
-        assert!(self.body.is_object(), "error body is an object: {}", self.text);
+        assert!(
+            self.body.is_object(),
+            "error body is an object: {}",
+            self.text
+        );
     }
 }
 
 fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

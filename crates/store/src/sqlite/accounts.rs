@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 
 use super::{found, insert_event, taken, SqliteStore};
 use crate::util::new_id;
-use crate::{Account, AccountStore, Actor, ApiToken, Principal, Result, StoreError, User, UserInput};
+use crate::{
+    Account, AccountStore, Actor, ApiToken, Principal, Result, StoreError, User, UserInput,
+};
 
 const USER_COLUMNS: &str =
     "id, account_id, name, email, role, time_zone, password_hash, created_at, updated_at";
@@ -35,9 +37,20 @@ impl AccountStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         let user = insert_user(&mut tx, &account.id, owner, now).await?;
-        let token = insert_token(&mut tx, &account.id, &user.id, "default", token_hash, now).await?;
+        let token =
+            insert_token(&mut tx, &account.id, &user.id, "default", token_hash, now).await?;
         let actor = Actor::User(user.id.clone());
-        insert_event(&mut tx, &account.id, "account.create", "account", &account.id, &actor, &json!({"name": name}), now).await?;
+        insert_event(
+            &mut tx,
+            &account.id,
+            "account.create",
+            "account",
+            &account.id,
+            &actor,
+            &json!({"name": name}),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok((account, user, token))
     }
@@ -70,10 +83,12 @@ impl AccountStore for SqliteStore {
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
-        Ok(sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?"))
-            .bind(email)
-            .fetch_optional(&self.reader)
-            .await?)
+        Ok(
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?"))
+                .bind(email)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
     }
 
     async fn create_token(
@@ -87,7 +102,17 @@ impl AccountStore for SqliteStore {
         let mut tx = self.writer.begin().await?;
         let token = insert_token(&mut tx, account_id, user_id, name, token_hash, now).await?;
         let actor = Actor::User(user_id.to_owned());
-        insert_event(&mut tx, account_id, "token.create", "token", &token.id, &actor, &json!({"name": name}), now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "token.create",
+            "token",
+            &token.id,
+            &actor,
+            &json!({"name": name}),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(token)
     }
@@ -111,15 +136,26 @@ impl AccountStore for SqliteStore {
         now: Millis,
     ) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        let done = sqlx::query("DELETE FROM api_tokens WHERE account_id = ? AND user_id = ? AND id = ?")
-            .bind(account_id)
-            .bind(user_id)
-            .bind(token_id)
-            .execute(&mut *tx)
-            .await?;
+        let done =
+            sqlx::query("DELETE FROM api_tokens WHERE account_id = ? AND user_id = ? AND id = ?")
+                .bind(account_id)
+                .bind(user_id)
+                .bind(token_id)
+                .execute(&mut *tx)
+                .await?;
         found(done.rows_affected())?;
         let actor = Actor::User(user_id.to_owned());
-        insert_event(&mut tx, account_id, "token.delete", "token", token_id, &actor, &json!({}), now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "token.delete",
+            "token",
+            token_id,
+            &actor,
+            &json!({}),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -133,7 +169,17 @@ impl AccountStore for SqliteStore {
     ) -> Result<User> {
         let mut tx = self.writer.begin().await?;
         let user = insert_user(&mut tx, account_id, input, now).await?;
-        insert_event(&mut tx, account_id, "user.create", "user", &user.id, actor, &user_changeset(&user), now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "user.create",
+            "user",
+            &user.id,
+            actor,
+            &user_changeset(&user),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -148,12 +194,14 @@ impl AccountStore for SqliteStore {
     }
 
     async fn get_user(&self, account_id: &str, id: &str) -> Result<User> {
-        sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE account_id = ? AND id = ?"))
-            .bind(account_id)
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?
-            .ok_or(StoreError::NotFound)
+        sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE account_id = ? AND id = ?"
+        ))
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?
+        .ok_or(StoreError::NotFound)
     }
 
     async fn update_user(
@@ -185,18 +233,35 @@ impl AccountStore for SqliteStore {
         .await
         .map_err(taken("email"))?
         .ok_or(StoreError::NotFound)?;
-        insert_event(&mut tx, account_id, "user.update", "user", id, actor, changes, now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "user.update",
+            "user",
+            id,
+            actor,
+            changes,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(user)
     }
 
-    async fn delete_user(&self, account_id: &str, id: &str, actor: &Actor, now: Millis) -> Result<()> {
+    async fn delete_user(
+        &self,
+        account_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE account_id = ? AND id = ?")
-            .bind(account_id)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM users WHERE account_id = ? AND id = ?")
+                .bind(account_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         exists.ok_or(StoreError::NotFound)?;
         refuse_if_last_admin(&mut tx, account_id, id).await?;
         let rule: Option<(String,)> = sqlx::query_as(
@@ -216,7 +281,17 @@ impl AccountStore for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        insert_event(&mut tx, account_id, "user.delete", "user", id, actor, &json!({}), now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "user.delete",
+            "user",
+            id,
+            actor,
+            &json!({}),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -276,7 +351,11 @@ async fn insert_token(
 }
 
 /// An account must keep at least one admin, or nobody could manage it.
-async fn refuse_if_last_admin(conn: &mut sqlx::SqliteConnection, account_id: &str, user_id: &str) -> Result<()> {
+async fn refuse_if_last_admin(
+    conn: &mut sqlx::SqliteConnection,
+    account_id: &str,
+    user_id: &str,
+) -> Result<()> {
     let (others,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM users WHERE account_id = ? AND role = 'admin' AND id <> ?",
     )
@@ -285,14 +364,17 @@ async fn refuse_if_last_admin(conn: &mut sqlx::SqliteConnection, account_id: &st
     .fetch_one(&mut *conn)
     .await?;
     if others == 0 {
-        let (is_admin,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM users WHERE account_id = ? AND id = ? AND role = 'admin'")
-                .bind(account_id)
-                .bind(user_id)
-                .fetch_one(conn)
-                .await?;
+        let (is_admin,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM users WHERE account_id = ? AND id = ? AND role = 'admin'",
+        )
+        .bind(account_id)
+        .bind(user_id)
+        .fetch_one(conn)
+        .await?;
         if is_admin > 0 {
-            return Err(StoreError::Conflict("an account must keep at least one admin".into()));
+            return Err(StoreError::Conflict(
+                "an account must keep at least one admin".into(),
+            ));
         }
     }
     Ok(())

@@ -49,8 +49,12 @@ impl IncidentStore for SqliteStore {
             return Err(crate::util::service_disabled());
         }
         let existing = match (&new.key, dedup) {
-            (Some(key), _) => open_incident(&mut tx, account_id, service_id, Some(key), None).await?,
-            (None, true) => open_incident(&mut tx, account_id, service_id, None, Some(&new.message)).await?,
+            (Some(key), _) => {
+                open_incident(&mut tx, account_id, service_id, Some(key), None).await?
+            }
+            (None, true) => {
+                open_incident(&mut tx, account_id, service_id, None, Some(&new.message)).await?
+            }
             (None, false) => None,
         };
         if let Some(existing) = existing {
@@ -64,7 +68,9 @@ impl IncidentStore for SqliteStore {
         let first = escalation::first_step(rules.len()).map(|s| &rules[s.index]);
         let id = new_id();
         let key = new.key.clone().unwrap_or_else(new_incident_key);
-        let current_user = first.filter(|r| r.assignment_type == "user").map(|r| r.assignee_id.as_str());
+        let current_user = first
+            .filter(|r| r.assignment_type == "user")
+            .map(|r| r.assignee_id.as_str());
         sqlx::query(
             "INSERT INTO incidents (id, account_id, service_id, state, message, description, details, key,
                 current_user_id, current_policy_rule_id, escalation_loop_count, triggered_at, created_at, updated_at)
@@ -89,13 +95,27 @@ impl IncidentStore for SqliteStore {
             "details": new.details, "key": key, "current_user_id": current_user,
             "current_policy_rule_id": first.map(|r| &r.id), "escalation_loop_count": 1,
         });
-        insert_event(&mut tx, account_id, "incident.create", "incident", &id, actor, &changes, now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "incident.create",
+            "incident",
+            &id,
+            actor,
+            &changes,
+            now,
+        )
+        .await?;
         let incident = fetch(&mut tx, account_id, &id).await?;
         tx.commit().await?;
         Ok(TriggerOutcome::Created(incident))
     }
 
-    async fn list_incidents(&self, account_id: &str, filter: &IncidentFilter) -> Result<(Vec<Incident>, i64)> {
+    async fn list_incidents(
+        &self,
+        account_id: &str,
+        filter: &IncidentFilter,
+    ) -> Result<(Vec<Incident>, i64)> {
         let mut conn = self.reader.acquire().await?;
         let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM incidents i");
         push_filter(&mut count, account_id, filter);
@@ -152,7 +172,17 @@ impl IncidentStore for SqliteStore {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        insert_event(&mut tx, account_id, "incident.update", "incident", id, actor, &Value::Object(changes), now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "incident.update",
+            "incident",
+            id,
+            actor,
+            &Value::Object(changes),
+            now,
+        )
+        .await?;
         let incident = fetch(&mut tx, account_id, id).await?;
         tx.commit().await?;
         Ok(incident)
@@ -177,12 +207,15 @@ impl IncidentStore for SqliteStore {
         let mut user_id = before.current_user_id.clone();
         let mut loop_count = before.escalation_loop_count;
         if action == IncidentAction::Escalate {
-            let (policy_id,): (String,) = sqlx::query_as("SELECT policy_id FROM services WHERE id = ?")
-                .bind(&before.service_id)
-                .fetch_one(&mut *tx)
-                .await?;
+            let (policy_id,): (String,) =
+                sqlx::query_as("SELECT policy_id FROM services WHERE id = ?")
+                    .bind(&before.service_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
             let rules = rules_of(&mut tx, account_id, &policy_id).await?;
-            let at = rules.iter().position(|r| Some(&r.id) == before.current_policy_rule_id.as_ref());
+            let at = rules
+                .iter()
+                .position(|r| Some(&r.id) == before.current_policy_rule_id.as_ref());
             let count = u32::try_from(loop_count).unwrap_or(1);
             if let Some(step) = escalation::next_manual(rules.len(), at, count) {
                 let rule = &rules[step.index];
@@ -212,15 +245,25 @@ impl IncidentStore for SqliteStore {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        let changes = crate::util::transition_changeset(&before, to, &user_id, &rule_id, loop_count);
+        let changes =
+            crate::util::transition_changeset(&before, to, &user_id, &rule_id, loop_count);
         let event = format!("incident.{}", action.as_str());
-        insert_event(&mut tx, account_id, &event, "incident", id, actor, &changes, now).await?;
+        insert_event(
+            &mut tx, account_id, &event, "incident", id, actor, &changes, now,
+        )
+        .await?;
         let incident = fetch(&mut tx, account_id, id).await?;
         tx.commit().await?;
         Ok(ActOutcome::Changed(incident))
     }
 
-    async fn delete_incident(&self, account_id: &str, id: &str, actor: &Actor, now: Millis) -> Result<()> {
+    async fn delete_incident(
+        &self,
+        account_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         let done = sqlx::query("DELETE FROM incidents WHERE account_id = ? AND id = ?")
             .bind(account_id)
@@ -228,12 +271,26 @@ impl IncidentStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         found(done.rows_affected())?;
-        insert_event(&mut tx, account_id, "incident.delete", "incident", id, actor, &json!({}), now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "incident.delete",
+            "incident",
+            id,
+            actor,
+            &json!({}),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn list_events(&self, account_id: &str, filter: &EventFilter) -> Result<(Vec<Event>, i64)> {
+    async fn list_events(
+        &self,
+        account_id: &str,
+        filter: &EventFilter,
+    ) -> Result<(Vec<Event>, i64)> {
         let mut conn = self.reader.acquire().await?;
         let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM events");
         push_event_filter(&mut count, account_id, filter);
@@ -250,12 +307,14 @@ impl IncidentStore for SqliteStore {
 }
 
 async fn fetch(conn: &mut SqliteConnection, account_id: &str, id: &str) -> Result<Incident> {
-    sqlx::query_as(&format!("{INCIDENT_SELECT} WHERE i.account_id = ? AND i.id = ?"))
-        .bind(account_id)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(StoreError::NotFound)
+    sqlx::query_as(&format!(
+        "{INCIDENT_SELECT} WHERE i.account_id = ? AND i.id = ?"
+    ))
+    .bind(account_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::NotFound)
 }
 
 async fn open_incident(
@@ -304,11 +363,17 @@ fn push_filter<'a>(qb: &mut QueryBuilder<'a, Sqlite>, account_id: &'a str, f: &'
         qb.push(" AND i.triggered_at < ").push_bind(until);
     }
     if let Some(q) = &f.q {
-        qb.push(" AND i.message LIKE ").push_bind(like_pattern(q)).push(" ESCAPE '\\'");
+        qb.push(" AND i.message LIKE ")
+            .push_bind(like_pattern(q))
+            .push(" ESCAPE '\\'");
     }
 }
 
-fn push_event_filter<'a>(qb: &mut QueryBuilder<'a, Sqlite>, account_id: &'a str, f: &'a EventFilter) {
+fn push_event_filter<'a>(
+    qb: &mut QueryBuilder<'a, Sqlite>,
+    account_id: &'a str,
+    f: &'a EventFilter,
+) {
     qb.push(" WHERE account_id = ").push_bind(account_id);
     if let Some((source_type, source_id)) = &f.source {
         qb.push(" AND source_type = ").push_bind(source_type);

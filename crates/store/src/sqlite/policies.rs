@@ -38,7 +38,17 @@ impl PolicyStore for SqliteStore {
         .await
         .map_err(taken("name"))?;
         let changes = json!({"name": name, "loop_limit": loop_limit});
-        insert_event(&mut tx, account_id, "policy.create", "policy", &policy.id, actor, &changes, now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "policy.create",
+            "policy",
+            &policy.id,
+            actor,
+            &changes,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(policy)
     }
@@ -87,20 +97,37 @@ impl PolicyStore for SqliteStore {
         .await
         .map_err(taken("name"))?
         .ok_or(StoreError::NotFound)?;
-        insert_event(&mut tx, account_id, "policy.update", "policy", id, actor, changes, now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "policy.update",
+            "policy",
+            id,
+            actor,
+            changes,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(policy)
     }
 
-    async fn delete_policy(&self, account_id: &str, id: &str, actor: &Actor, now: Millis) -> Result<()> {
+    async fn delete_policy(
+        &self,
+        account_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         policy_exists(&mut tx, account_id, id).await?;
-        let user: Option<(String,)> =
-            sqlx::query_as("SELECT name FROM services WHERE account_id = ? AND policy_id = ? LIMIT 1")
-                .bind(account_id)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let user: Option<(String,)> = sqlx::query_as(
+            "SELECT name FROM services WHERE account_id = ? AND policy_id = ? LIMIT 1",
+        )
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
         if let Some((service,)) = user {
             return Err(StoreError::Conflict(format!(
                 "the policy is used by service '{service}'; give that service another policy first"
@@ -112,7 +139,17 @@ impl PolicyStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         found(done.rows_affected())?;
-        insert_event(&mut tx, account_id, "policy.delete", "policy", id, actor, &json!({}), now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "policy.delete",
+            "policy",
+            id,
+            actor,
+            &json!({}),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -168,7 +205,17 @@ impl PolicyStore for SqliteStore {
             "escalation_timeout": rule.escalation_timeout,
             "assignment": {"type": rule.assignment_type, "id": rule.assignee_id},
         });
-        insert_event(&mut tx, account_id, "policy_rule.create", "policy_rule", &rule.id, actor, &changes, now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "policy_rule.create",
+            "policy_rule",
+            &rule.id,
+            actor,
+            &changes,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(rule)
     }
@@ -199,7 +246,17 @@ impl PolicyStore for SqliteStore {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
-        insert_event(&mut tx, account_id, "policy_rule.update", "policy_rule", id, actor, changes, now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "policy_rule.update",
+            "policy_rule",
+            id,
+            actor,
+            changes,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(rule)
     }
@@ -222,13 +279,25 @@ impl PolicyStore for SqliteStore {
         .fetch_optional(&mut *tx)
         .await?;
         let (position,) = gone.ok_or(StoreError::NotFound)?;
-        sqlx::query("UPDATE policy_rules SET position = position - 1 WHERE policy_id = ? AND position > ?")
-            .bind(policy_id)
-            .bind(position)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE policy_rules SET position = position - 1 WHERE policy_id = ? AND position > ?",
+        )
+        .bind(policy_id)
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
         let changes = json!({"policy_id": policy_id});
-        insert_event(&mut tx, account_id, "policy_rule.delete", "policy_rule", id, actor, &changes, now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "policy_rule.delete",
+            "policy_rule",
+            id,
+            actor,
+            &changes,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -256,7 +325,17 @@ impl PolicyStore for SqliteStore {
         }
         let before_ids: Vec<&str> = before.iter().map(|r| r.id.as_str()).collect();
         let changes = json!({"rule_ids": [before_ids, rule_ids]});
-        insert_event(&mut tx, account_id, "policy.sort_rules", "policy", policy_id, actor, &changes, now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "policy.sort_rules",
+            "policy",
+            policy_id,
+            actor,
+            &changes,
+            now,
+        )
+        .await?;
         let after = rules_of(&mut tx, account_id, policy_id).await?;
         tx.commit().await?;
         Ok(after)
@@ -264,32 +343,46 @@ impl PolicyStore for SqliteStore {
 }
 
 async fn policy_exists(conn: &mut SqliteConnection, account_id: &str, id: &str) -> Result<()> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT id FROM policies WHERE account_id = ? AND id = ?")
-        .bind(account_id)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM policies WHERE account_id = ? AND id = ?")
+            .bind(account_id)
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
     row.map(|_| ()).ok_or(StoreError::NotFound)
 }
 
 /// A rule may only name a user (or schedule) of the same account.
-async fn assignee_exists(conn: &mut SqliteConnection, account_id: &str, input: &RuleInput) -> Result<()> {
+async fn assignee_exists(
+    conn: &mut SqliteConnection,
+    account_id: &str,
+    input: &RuleInput,
+) -> Result<()> {
     let table = match input.assignment_type.as_str() {
         "user" => "users",
         _ => return Err(crate::util::unknown_assignment()),
     };
-    let row: Option<(String,)> = sqlx::query_as(&format!("SELECT id FROM {table} WHERE account_id = ? AND id = ?"))
-        .bind(account_id)
-        .bind(&input.assignee_id)
-        .fetch_optional(conn)
-        .await?;
+    let row: Option<(String,)> = sqlx::query_as(&format!(
+        "SELECT id FROM {table} WHERE account_id = ? AND id = ?"
+    ))
+    .bind(account_id)
+    .bind(&input.assignee_id)
+    .fetch_optional(conn)
+    .await?;
     row.map(|_| ()).ok_or_else(|| StoreError::Invalid {
         field: "assignment",
-        message: format!("{} {} does not exist", input.assignment_type, input.assignee_id),
+        message: format!(
+            "{} {} does not exist",
+            input.assignment_type, input.assignee_id
+        ),
     })
 }
 
-pub(super) async fn rules_of(conn: &mut SqliteConnection, account_id: &str, policy_id: &str) -> Result<Vec<PolicyRule>> {
+pub(super) async fn rules_of(
+    conn: &mut SqliteConnection,
+    account_id: &str,
+    policy_id: &str,
+) -> Result<Vec<PolicyRule>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {RULE_COLUMNS} FROM policy_rules WHERE account_id = ? AND policy_id = ? ORDER BY position, id"
     ))

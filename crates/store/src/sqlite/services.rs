@@ -52,17 +52,29 @@ impl ServiceStore for SqliteStore {
             "name": input.name, "description": input.description, "policy_id": input.policy_id,
             "acknowledge_timeout": input.acknowledge_timeout, "auto_resolve_timeout": input.auto_resolve_timeout,
         });
-        insert_event(&mut tx, account_id, "service.create", "service", &id, actor, &changes, now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "service.create",
+            "service",
+            &id,
+            actor,
+            &changes,
+            now,
+        )
+        .await?;
         let service = fetch(&mut tx, account_id, &id).await?;
         tx.commit().await?;
         Ok(service)
     }
 
     async fn list_services(&self, account_id: &str) -> Result<Vec<Service>> {
-        Ok(sqlx::query_as(&format!("{SERVICE_SELECT} WHERE s.account_id = ? ORDER BY s.name, s.id"))
-            .bind(account_id)
-            .fetch_all(&self.reader)
-            .await?)
+        Ok(sqlx::query_as(&format!(
+            "{SERVICE_SELECT} WHERE s.account_id = ? ORDER BY s.name, s.id"
+        ))
+        .bind(account_id)
+        .fetch_all(&self.reader)
+        .await?)
     }
 
     async fn get_service(&self, account_id: &str, id: &str) -> Result<Service> {
@@ -98,13 +110,29 @@ impl ServiceStore for SqliteStore {
         .await
         .map_err(taken("name"))?;
         found(done.rows_affected())?;
-        insert_event(&mut tx, account_id, "service.update", "service", id, actor, changes, now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "service.update",
+            "service",
+            id,
+            actor,
+            changes,
+            now,
+        )
+        .await?;
         let service = fetch(&mut tx, account_id, id).await?;
         tx.commit().await?;
         Ok(service)
     }
 
-    async fn delete_service(&self, account_id: &str, id: &str, actor: &Actor, now: Millis) -> Result<()> {
+    async fn delete_service(
+        &self,
+        account_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         let done = sqlx::query("DELETE FROM services WHERE account_id = ? AND id = ?")
             .bind(account_id)
@@ -112,7 +140,17 @@ impl ServiceStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         found(done.rows_affected())?;
-        insert_event(&mut tx, account_id, "service.delete", "service", id, actor, &json!({}), now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "service.delete",
+            "service",
+            id,
+            actor,
+            &json!({}),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -136,16 +174,25 @@ impl ServiceStore for SqliteStore {
         if current == state {
             return Ok(false);
         }
-        sqlx::query("UPDATE services SET state = ?, updated_at = ? WHERE account_id = ? AND id = ?")
-            .bind(state)
-            .bind(now)
-            .bind(account_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let action = if state == "enabled" { "service.enable" } else { "service.disable" };
+        sqlx::query(
+            "UPDATE services SET state = ?, updated_at = ? WHERE account_id = ? AND id = ?",
+        )
+        .bind(state)
+        .bind(now)
+        .bind(account_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let action = if state == "enabled" {
+            "service.enable"
+        } else {
+            "service.disable"
+        };
         let changes = json!({"state": [current, state]});
-        insert_event(&mut tx, account_id, action, "service", id, actor, &changes, now).await?;
+        insert_event(
+            &mut tx, account_id, action, "service", id, actor, &changes, now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -169,34 +216,53 @@ impl ServiceStore for SqliteStore {
         found(done.rows_affected())?;
         // The key itself is a secret: the audit log records only that it changed.
         let changes = json!({"integration_key": "regenerated"});
-        insert_event(&mut tx, account_id, "service.regenerate_key", "service", id, actor, &changes, now).await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "service.regenerate_key",
+            "service",
+            id,
+            actor,
+            &changes,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn service_by_integration_key(&self, key: &str) -> Result<Option<Service>> {
-        Ok(sqlx::query_as(&format!("{SERVICE_SELECT} WHERE s.integration_key = ?"))
-            .bind(key)
-            .fetch_optional(&self.reader)
-            .await?)
+        Ok(
+            sqlx::query_as(&format!("{SERVICE_SELECT} WHERE s.integration_key = ?"))
+                .bind(key)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
     }
 }
 
 async fn fetch(conn: &mut SqliteConnection, account_id: &str, id: &str) -> Result<Service> {
-    sqlx::query_as(&format!("{SERVICE_SELECT} WHERE s.account_id = ? AND s.id = ?"))
-        .bind(account_id)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(StoreError::NotFound)
+    sqlx::query_as(&format!(
+        "{SERVICE_SELECT} WHERE s.account_id = ? AND s.id = ?"
+    ))
+    .bind(account_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::NotFound)
 }
 
-async fn policy_in_account(conn: &mut SqliteConnection, account_id: &str, policy_id: &str) -> Result<()> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT id FROM policies WHERE account_id = ? AND id = ?")
-        .bind(account_id)
-        .bind(policy_id)
-        .fetch_optional(conn)
-        .await?;
+async fn policy_in_account(
+    conn: &mut SqliteConnection,
+    account_id: &str,
+    policy_id: &str,
+) -> Result<()> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM policies WHERE account_id = ? AND id = ?")
+            .bind(account_id)
+            .bind(policy_id)
+            .fetch_optional(conn)
+            .await?;
     row.map(|_| ()).ok_or_else(|| StoreError::Invalid {
         field: "policy_id",
         message: "does not exist".into(),

@@ -1,0 +1,411 @@
+//! Accounts, users and API tokens (PostgreSQL).
+
+use async_trait::async_trait;
+use klaxon_core::time::Millis;
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+
+use super::{found, insert_event, taken, PgStore};
+use crate::util::new_id;
+use crate::{
+    Account, AccountStore, Actor, ApiToken, Principal, Result, StoreError, User, UserInput,
+};
+
+const USER_COLUMNS: &str =
+    "id, account_id, name, email, role, time_zone, password_hash, created_at, updated_at";
+
+#[async_trait]
+impl AccountStore for PgStore {
+    async fn create_account(
+        &self,
+        name: &str,
+        owner: &UserInput,
+        token_hash: &str,
+        now: Millis,
+    ) -> Result<(Account, User, ApiToken)> {
+        let mut tx = self.pool.begin().await?;
+        let account = Account {
+            id: new_id(),
+            name: name.to_owned(),
+            created_at: now,
+            updated_at: now,
+        };
+        sqlx::query(
+            "INSERT INTO accounts (id, name, created_at, updated_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&account.id)
+        .bind(&account.name)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let user = insert_user(&mut tx, &account.id, owner, now).await?;
+        let token =
+            insert_token(&mut tx, &account.id, &user.id, "default", token_hash, now).await?;
+        let actor = Actor::User(user.id.clone());
+        let changes = json!({"name": name});
+        insert_event(
+            &mut tx,
+            &account.id,
+            "account.create",
+            "account",
+            &account.id,
+            &actor,
+            &changes,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((account, user, token))
+    }
+
+    async fn has_accounts(&self) -> Result<bool> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT id FROM accounts LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn principal_by_token(&self, token_hash: &str) -> Result<Option<Principal>> {
+        Ok(sqlx::query_as(
+            "SELECT u.account_id, u.id AS user_id, u.role, t.id AS token_id, t.last_used_at
+             FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn touch_token(&self, token_id: &str, now: Millis) -> Result<()> {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+        ))
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn create_token(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        name: &str,
+        token_hash: &str,
+        now: Millis,
+    ) -> Result<ApiToken> {
+        let mut tx = self.pool.begin().await?;
+        let token = insert_token(&mut tx, account_id, user_id, name, token_hash, now).await?;
+        let actor = Actor::User(user_id.to_owned());
+        let changes = json!({"name": name});
+        insert_event(
+            &mut tx,
+            account_id,
+            "token.create",
+            "token",
+            &token.id,
+            &actor,
+            &changes,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    async fn list_tokens(&self, account_id: &str, user_id: &str) -> Result<Vec<ApiToken>> {
+        Ok(sqlx::query_as(
+            r#"SELECT id, user_id, name, created_at, last_used_at FROM api_tokens
+             WHERE account_id = $1 AND user_id = $2 ORDER BY created_at DESC, id COLLATE "C""#,
+        )
+        .bind(account_id)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn delete_token(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        token_id: &str,
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "DELETE FROM api_tokens WHERE account_id = $1 AND user_id = $2 AND id = $3",
+        )
+        .bind(account_id)
+        .bind(user_id)
+        .bind(token_id)
+        .execute(&mut *tx)
+        .await?;
+        found(done.rows_affected())?;
+        let actor = Actor::User(user_id.to_owned());
+        insert_event(
+            &mut tx,
+            account_id,
+            "token.delete",
+            "token",
+            token_id,
+            &actor,
+            &json!({}),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_user(
+        &self,
+        account_id: &str,
+        input: &UserInput,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<User> {
+        let mut tx = self.pool.begin().await?;
+        let user = insert_user(&mut tx, account_id, input, now).await?;
+        let changes = user_changeset(&user);
+        insert_event(
+            &mut tx,
+            account_id,
+            "user.create",
+            "user",
+            &user.id,
+            actor,
+            &changes,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn list_users(&self, account_id: &str) -> Result<Vec<User>> {
+        Ok(sqlx::query_as(&format!(
+            r#"SELECT {USER_COLUMNS} FROM users WHERE account_id = $1 ORDER BY created_at, id COLLATE "C""#
+        ))
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn get_user(&self, account_id: &str, id: &str) -> Result<User> {
+        sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE account_id = $1 AND id = $2"
+        ))
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)
+    }
+
+    async fn update_user(
+        &self,
+        account_id: &str,
+        id: &str,
+        input: &UserInput,
+        changes: &Value,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<User> {
+        let mut tx = self.pool.begin().await?;
+        if input.role != "admin" {
+            lock_account(&mut tx, account_id).await?;
+            refuse_if_last_admin(&mut tx, account_id, id).await?;
+        }
+        let user: User = sqlx::query_as(&format!(
+            "UPDATE users SET name = $1, email = $2, role = $3, time_zone = $4, password_hash = $5, updated_at = $6
+             WHERE account_id = $7 AND id = $8 RETURNING {USER_COLUMNS}"
+        ))
+        .bind(&input.name)
+        .bind(&input.email)
+        .bind(&input.role)
+        .bind(&input.time_zone)
+        .bind(&input.password_hash)
+        .bind(now)
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(taken("email"))?
+        .ok_or(StoreError::NotFound)?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "user.update",
+            "user",
+            id,
+            actor,
+            changes,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn delete_user(
+        &self,
+        account_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        lock_account(&mut tx, account_id).await?;
+        // Locked like the DELETE below would, so a rule being created for
+        // this user (which key-share locks it) either commits first and is
+        // seen here, or waits and then finds the user gone.
+        let exists: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM users WHERE account_id = $1 AND id = $2 FOR UPDATE")
+                .bind(account_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        exists.ok_or(StoreError::NotFound)?;
+        refuse_if_last_admin(&mut tx, account_id, id).await?;
+        let rule: Option<(String,)> = sqlx::query_as(
+            "SELECT policy_id FROM policy_rules
+             WHERE account_id = $1 AND assignment_type = 'user' AND assignee_id = $2 LIMIT 1",
+        )
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((policy_id,)) = rule {
+            return Err(StoreError::Conflict(format!(
+                "the user is assigned in escalation policy {policy_id}; reassign that rule first"
+            )));
+        }
+        sqlx::query("DELETE FROM users WHERE account_id = $1 AND id = $2")
+            .bind(account_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "user.delete",
+            "user",
+            id,
+            actor,
+            &json!({}),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn insert_user(
+    conn: &mut PgConnection,
+    account_id: &str,
+    input: &UserInput,
+    now: Millis,
+) -> Result<User> {
+    sqlx::query_as(&format!(
+        "INSERT INTO users (id, account_id, name, email, role, time_zone, password_hash, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {USER_COLUMNS}"
+    ))
+    .bind(new_id())
+    .bind(account_id)
+    .bind(&input.name)
+    .bind(&input.email)
+    .bind(&input.role)
+    .bind(&input.time_zone)
+    .bind(&input.password_hash)
+    .bind(now)
+    .bind(now)
+    .fetch_one(conn)
+    .await
+    .map_err(taken("email"))
+}
+
+async fn insert_token(
+    conn: &mut PgConnection,
+    account_id: &str,
+    user_id: &str,
+    name: &str,
+    token_hash: &str,
+    now: Millis,
+) -> Result<ApiToken> {
+    let token = ApiToken {
+        id: new_id(),
+        user_id: user_id.to_owned(),
+        name: name.to_owned(),
+        created_at: now,
+        last_used_at: None,
+    };
+    sqlx::query(
+        "INSERT INTO api_tokens (id, account_id, user_id, name, token_hash, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&token.id)
+    .bind(account_id)
+    .bind(user_id)
+    .bind(name)
+    .bind(token_hash)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(token)
+}
+
+/// Serialises changes to an account's set of admins: two admins demoting
+/// or deleting each other at once must not both succeed. The second waits
+/// here and then counts with a fresh snapshot.
+async fn lock_account(conn: &mut PgConnection, account_id: &str) -> Result<()> {
+    sqlx::query("SELECT id FROM accounts WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(account_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(())
+}
+
+/// An account must keep at least one admin, or nobody could manage it.
+/// Call with the account locked ([`lock_account`]).
+async fn refuse_if_last_admin(
+    conn: &mut PgConnection,
+    account_id: &str,
+    user_id: &str,
+) -> Result<()> {
+    let (others,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM users WHERE account_id = $1 AND role = 'admin' AND id <> $2",
+    )
+    .bind(account_id)
+    .bind(user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if others == 0 {
+        let (is_admin,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM users WHERE account_id = $1 AND id = $2 AND role = 'admin'",
+        )
+        .bind(account_id)
+        .bind(user_id)
+        .fetch_one(conn)
+        .await?;
+        if is_admin > 0 {
+            return Err(StoreError::Conflict(
+                "an account must keep at least one admin".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn user_changeset(user: &User) -> Value {
+    json!({"name": user.name, "email": user.email, "role": user.role, "time_zone": user.time_zone})
+}

@@ -1,0 +1,432 @@
+//! Incidents and the audit log (PostgreSQL).
+
+use async_trait::async_trait;
+use klaxon_core::escalation;
+use klaxon_core::incident::{apply, IncidentAction, IncidentState, Transition};
+use klaxon_core::time::Millis;
+use serde_json::{json, Value};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
+
+use super::policies::rules_of;
+use super::{found, insert_event, violates, PgStore};
+use crate::util::{like_pattern, new_id, new_incident_key};
+use crate::{
+    ActOutcome, Actor, Event, EventFilter, Incident, IncidentFilter, IncidentPatch, IncidentStore,
+    NewIncident, Result, StoreError, TriggerOutcome,
+};
+
+const INCIDENT_SELECT: &str = "SELECT i.id, i.account_id, i.service_id, i.state, i.message, i.description,
+    i.details, i.key, i.current_user_id, i.current_policy_rule_id, r.policy_id AS current_policy_id,
+    i.escalation_loop_count, i.triggered_at, i.acknowledged_at, i.resolved_at, i.created_at, i.updated_at
+    FROM incidents i LEFT JOIN policy_rules r ON r.id = i.current_policy_rule_id";
+
+/// Newest first; ids compare bytewise, as in SQLite, whatever the collation.
+const INCIDENT_ORDER: &str = r#" ORDER BY i.triggered_at DESC, i.id COLLATE "C" DESC"#;
+
+const EVENT_COLUMNS: &str =
+    "id, action, source_type, source_id, actor_type, actor_id, changeset, created_at";
+
+/// The partial unique index that allows one unresolved incident per service and key.
+const OPEN_KEY_INDEX: &str = "incidents_open_key";
+
+#[async_trait]
+impl IncidentStore for PgStore {
+    async fn trigger_incident(
+        &self,
+        account_id: &str,
+        service_id: &str,
+        new: &NewIncident,
+        dedup: bool,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<TriggerOutcome> {
+        let mut tx = self.pool.begin().await?;
+        // Every trigger on this service queues here, so the open-incident
+        // check below runs (READ COMMITTED: with a fresh snapshot) only
+        // after the previous trigger has committed its incident. The same
+        // lock orders triggers against enable/disable and deletion.
+        let service: Option<(String, String)> = sqlx::query_as(
+            "SELECT state, policy_id FROM services WHERE account_id = $1 AND id = $2 FOR NO KEY UPDATE",
+        )
+        .bind(account_id)
+        .bind(service_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (state, policy_id) = service.ok_or(StoreError::NotFound)?;
+        if state != "enabled" {
+            return Err(crate::util::service_disabled());
+        }
+        let existing = match (&new.key, dedup) {
+            (Some(key), _) => {
+                open_incident(&mut tx, account_id, service_id, Some(key), None).await?
+            }
+            (None, true) => {
+                open_incident(&mut tx, account_id, service_id, None, Some(&new.message)).await?
+            }
+            (None, false) => None,
+        };
+        if let Some(existing) = existing {
+            return if dedup {
+                Ok(TriggerOutcome::Deduplicated(existing))
+            } else {
+                Err(StoreError::Taken("key"))
+            };
+        }
+        let rules = rules_of(&mut tx, account_id, &policy_id).await?;
+        let first = escalation::first_step(rules.len()).map(|s| &rules[s.index]);
+        let id = new_id();
+        let key = new.key.clone().unwrap_or_else(new_incident_key);
+        let current_user = first
+            .filter(|r| r.assignment_type == "user")
+            .map(|r| r.assignee_id.as_str());
+        let inserted = sqlx::query(
+            "INSERT INTO incidents (id, account_id, service_id, state, message, description, details, key,
+                current_user_id, current_policy_rule_id, escalation_loop_count, triggered_at, created_at, updated_at)
+             VALUES ($1, $2, $3, 'triggered', $4, $5, $6, $7, $8, $9, 1, $10, $10, $10)",
+        )
+        .bind(&id)
+        .bind(account_id)
+        .bind(service_id)
+        .bind(&new.message)
+        .bind(&new.description)
+        .bind(new.details.as_ref().map(Json))
+        .bind(&key)
+        .bind(current_user)
+        .bind(first.map(|r| r.id.as_str()))
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        if let Err(err) = inserted {
+            if !violates(&err, OPEN_KEY_INDEX) {
+                return Err(err.into());
+            }
+            // Backstop: the service lock makes this unreachable from
+            // `trigger_incident` itself, but the index has the last word.
+            tx.rollback().await?;
+            if let (Some(key), true) = (&new.key, dedup) {
+                let mut conn = self.pool.acquire().await?;
+                if let Some(existing) =
+                    open_incident(&mut conn, account_id, service_id, Some(key), None).await?
+                {
+                    return Ok(TriggerOutcome::Deduplicated(existing));
+                }
+            }
+            return Err(StoreError::Taken("key"));
+        }
+        let changes = json!({
+            "state": "triggered", "message": new.message, "description": new.description,
+            "details": new.details, "key": key, "current_user_id": current_user,
+            "current_policy_rule_id": first.map(|r| &r.id), "escalation_loop_count": 1,
+        });
+        insert_event(
+            &mut tx,
+            account_id,
+            "incident.create",
+            "incident",
+            &id,
+            actor,
+            &changes,
+            now,
+        )
+        .await?;
+        let incident = fetch(&mut tx, account_id, &id).await?;
+        tx.commit().await?;
+        Ok(TriggerOutcome::Created(incident))
+    }
+
+    async fn list_incidents(
+        &self,
+        account_id: &str,
+        filter: &IncidentFilter,
+    ) -> Result<(Vec<Incident>, i64)> {
+        let mut conn = self.pool.acquire().await?;
+        let mut count = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM incidents i");
+        push_filter(&mut count, account_id, filter);
+        let (total,): (i64,) = count.build_query_as().fetch_one(&mut *conn).await?;
+        let mut page = QueryBuilder::<Postgres>::new(INCIDENT_SELECT);
+        push_filter(&mut page, account_id, filter);
+        page.push(INCIDENT_ORDER);
+        push_page(&mut page, filter.limit, filter.offset);
+        let rows = page.build_query_as().fetch_all(&mut *conn).await?;
+        Ok((rows, total))
+    }
+
+    async fn get_incident(&self, account_id: &str, id: &str) -> Result<Incident> {
+        let mut conn = self.pool.acquire().await?;
+        fetch(&mut conn, account_id, id).await
+    }
+
+    async fn find_open_incident(
+        &self,
+        account_id: &str,
+        service_id: &str,
+        key: Option<&str>,
+        message: Option<&str>,
+    ) -> Result<Option<Incident>> {
+        let mut conn = self.pool.acquire().await?;
+        open_incident(&mut conn, account_id, service_id, key, message).await
+    }
+
+    async fn update_incident(
+        &self,
+        account_id: &str,
+        id: &str,
+        patch: &IncidentPatch,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Incident> {
+        let mut tx = self.pool.begin().await?;
+        lock_incident(&mut tx, account_id, id).await?;
+        let before = fetch(&mut tx, account_id, id).await?;
+        let (changes, message, description, details) = crate::util::apply_patch(&before, patch);
+        if changes.is_empty() {
+            return Ok(before);
+        }
+        sqlx::query(
+            "UPDATE incidents SET message = $1, description = $2, details = $3, updated_at = $4
+             WHERE account_id = $5 AND id = $6",
+        )
+        .bind(message)
+        .bind(description)
+        .bind(details.map(Json))
+        .bind(now)
+        .bind(account_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let changes = Value::Object(changes);
+        insert_event(
+            &mut tx,
+            account_id,
+            "incident.update",
+            "incident",
+            id,
+            actor,
+            &changes,
+            now,
+        )
+        .await?;
+        let incident = fetch(&mut tx, account_id, id).await?;
+        tx.commit().await?;
+        Ok(incident)
+    }
+
+    async fn act_on_incident(
+        &self,
+        account_id: &str,
+        id: &str,
+        action: IncidentAction,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<ActOutcome> {
+        let mut tx = self.pool.begin().await?;
+        // Two actions at once (an SMS reply and a timer, say) apply one
+        // after the other, the second to the first's result.
+        lock_incident(&mut tx, account_id, id).await?;
+        let before = fetch(&mut tx, account_id, id).await?;
+        let from = IncidentState::parse(&before.state).unwrap_or(IncidentState::Triggered);
+        let to = match apply(from, action)? {
+            Transition::Unchanged => return Ok(ActOutcome::Unchanged(before)),
+            Transition::To(to) => to,
+        };
+        let mut rule_id = before.current_policy_rule_id.clone();
+        let mut user_id = before.current_user_id.clone();
+        let mut loop_count = before.escalation_loop_count;
+        if action == IncidentAction::Escalate {
+            let (policy_id,): (String,) =
+                sqlx::query_as("SELECT policy_id FROM services WHERE id = $1")
+                    .bind(&before.service_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let rules = rules_of(&mut tx, account_id, &policy_id).await?;
+            let at = rules
+                .iter()
+                .position(|r| Some(&r.id) == before.current_policy_rule_id.as_ref());
+            let count = u32::try_from(loop_count).unwrap_or(1);
+            if let Some(step) = escalation::next_manual(rules.len(), at, count) {
+                let rule = &rules[step.index];
+                rule_id = Some(rule.id.clone());
+                user_id = (rule.assignment_type == "user").then(|| rule.assignee_id.clone());
+                loop_count = i64::from(step.loop_count);
+            }
+        }
+        let (acknowledged_at, resolved_at) = match to {
+            IncidentState::Triggered => (None, None),
+            IncidentState::Acknowledged => (Some(now), None),
+            IncidentState::Resolved => (before.acknowledged_at, Some(now)),
+        };
+        sqlx::query(
+            "UPDATE incidents SET state = $1, acknowledged_at = $2, resolved_at = $3, current_user_id = $4,
+                current_policy_rule_id = $5, escalation_loop_count = $6, updated_at = $7
+             WHERE account_id = $8 AND id = $9",
+        )
+        .bind(to.as_str())
+        .bind(acknowledged_at)
+        .bind(resolved_at)
+        .bind(&user_id)
+        .bind(&rule_id)
+        .bind(loop_count)
+        .bind(now)
+        .bind(account_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let changes =
+            crate::util::transition_changeset(&before, to, &user_id, &rule_id, loop_count);
+        let event = format!("incident.{}", action.as_str());
+        insert_event(
+            &mut tx, account_id, &event, "incident", id, actor, &changes, now,
+        )
+        .await?;
+        let incident = fetch(&mut tx, account_id, id).await?;
+        tx.commit().await?;
+        Ok(ActOutcome::Changed(incident))
+    }
+
+    async fn delete_incident(
+        &self,
+        account_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM incidents WHERE account_id = $1 AND id = $2")
+            .bind(account_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        found(done.rows_affected())?;
+        insert_event(
+            &mut tx,
+            account_id,
+            "incident.delete",
+            "incident",
+            id,
+            actor,
+            &json!({}),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_events(
+        &self,
+        account_id: &str,
+        filter: &EventFilter,
+    ) -> Result<(Vec<Event>, i64)> {
+        let mut conn = self.pool.acquire().await?;
+        let mut count = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM events");
+        push_event_filter(&mut count, account_id, filter);
+        let (total,): (i64,) = count.build_query_as().fetch_one(&mut *conn).await?;
+        let mut page = QueryBuilder::<Postgres>::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
+        push_event_filter(&mut page, account_id, filter);
+        page.push(" ORDER BY seq DESC");
+        push_page(&mut page, filter.limit, filter.offset);
+        let rows = page.build_query_as().fetch_all(&mut *conn).await?;
+        Ok((rows, total))
+    }
+}
+
+async fn fetch(conn: &mut PgConnection, account_id: &str, id: &str) -> Result<Incident> {
+    sqlx::query_as(&format!(
+        "{INCIDENT_SELECT} WHERE i.account_id = $1 AND i.id = $2"
+    ))
+    .bind(account_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::NotFound)
+}
+
+/// Locks an incident row for the rest of the transaction; `NotFound` when
+/// the account has no such incident. Locking the bare row first, then
+/// reading the joined view with a fresh snapshot, returns the current rule's
+/// policy as committed by whoever held the lock before.
+async fn lock_incident(conn: &mut PgConnection, account_id: &str, id: &str) -> Result<()> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM incidents WHERE account_id = $1 AND id = $2 FOR NO KEY UPDATE",
+    )
+    .bind(account_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|_| ()).ok_or(StoreError::NotFound)
+}
+
+async fn open_incident(
+    conn: &mut PgConnection,
+    account_id: &str,
+    service_id: &str,
+    key: Option<&str>,
+    message: Option<&str>,
+) -> Result<Option<Incident>> {
+    let (column, value) = match (key, message) {
+        (Some(key), _) => ("key", key),
+        (None, Some(message)) => ("message", message),
+        (None, None) => return Ok(None),
+    };
+    Ok(sqlx::query_as(&format!(
+        "{INCIDENT_SELECT} WHERE i.account_id = $1 AND i.service_id = $2 AND i.state <> 'resolved'
+         AND i.{column} = $3 {INCIDENT_ORDER} LIMIT 1"
+    ))
+    .bind(account_id)
+    .bind(service_id)
+    .bind(value)
+    .fetch_optional(conn)
+    .await?)
+}
+
+fn push_filter<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    account_id: &'a str,
+    f: &'a IncidentFilter,
+) {
+    qb.push(" WHERE i.account_id = ").push_bind(account_id);
+    if !f.states.is_empty() {
+        qb.push(" AND i.state = ANY(")
+            .push_bind(f.states.as_slice())
+            .push(")");
+    }
+    if let Some(service_id) = &f.service_id {
+        qb.push(" AND i.service_id = ").push_bind(service_id);
+    }
+    if let Some(user_id) = &f.current_user_id {
+        qb.push(" AND i.current_user_id = ").push_bind(user_id);
+    }
+    if let Some(since) = f.since {
+        qb.push(" AND i.triggered_at >= ").push_bind(since);
+    }
+    if let Some(until) = f.until {
+        qb.push(" AND i.triggered_at < ").push_bind(until);
+    }
+    if let Some(q) = &f.q {
+        qb.push(" AND i.message ILIKE ")
+            .push_bind(like_pattern(q))
+            .push(" ESCAPE '\\'");
+    }
+}
+
+fn push_event_filter<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    account_id: &'a str,
+    f: &'a EventFilter,
+) {
+    qb.push(" WHERE account_id = ").push_bind(account_id);
+    if let Some((source_type, source_id)) = &f.source {
+        qb.push(" AND source_type = ").push_bind(source_type);
+        qb.push(" AND source_id = ").push_bind(source_id);
+    }
+}
+
+/// `LIMIT … OFFSET …` with SQLite's reading of odd values, which PostgreSQL
+/// would reject: a negative limit means no limit, a negative offset none.
+fn push_page(qb: &mut QueryBuilder<'_, Postgres>, limit: i64, offset: i64) {
+    qb.push(" LIMIT ")
+        .push_bind((limit >= 0).then_some(limit))
+        .push(" OFFSET ")
+        .push_bind(offset.max(0));
+}
