@@ -10,6 +10,7 @@ pub mod escalation;
 pub mod id;
 pub mod incident;
 pub mod role;
+pub mod schedule;
 pub mod time;
 pub mod validate;
 

@@ -3,5 +3,6 @@
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod engine;
 pub mod http;
 pub mod password;

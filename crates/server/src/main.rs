@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use klaxon_server::app::{self, AppState};
 use klaxon_server::clock::Clock;
 use klaxon_server::config::{self, Config, ConfigArgs};
+use klaxon_server::engine;
 use klaxon_server::http::sessions;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -143,12 +144,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
              or POST /registrations {{\"account_name\",\"name\",\"email\",\"password\"}}"
         );
     }
+    let clock = Clock::new(config.clock_speed, config.clock_origin_ms);
+    let (stop_engine, engine_stop) = tokio::sync::watch::channel(false);
+    let engine = tokio::spawn(engine::run(store.clone(), clock, engine_stop));
     let state = AppState {
         store,
-        clock: Clock::new(config.clock_speed, config.clock_origin_ms),
+        clock,
         config: Arc::new(config),
     };
-    app::serve(listener, state, shutdown_signal()).await?;
+    // Stop the engine first so that no timer starts firing while the
+    // store closes; an in-flight batch finishes its transaction.
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop_engine.send(true);
+        let _ = engine.await;
+    };
+    app::serve(listener, state, shutdown).await?;
     tracing::info!("klaxon stopped");
     Ok(())
 }

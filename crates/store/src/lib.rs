@@ -17,6 +17,7 @@ use klaxon_core::{IncidentAction, TransitionError};
 use serde_json::Value;
 
 pub mod model;
+mod plan;
 pub mod postgres;
 pub mod sqlite;
 
@@ -350,9 +351,29 @@ pub trait IncidentStore: Send + Sync {
     ) -> Result<(Vec<Event>, i64)>;
 }
 
+/// Durable timers: escalation, acknowledge timeouts, auto-resolve.
+///
+/// Timers are rows written in the same transaction as the change that
+/// arms them. Firing one applies its effect and deletes it in one
+/// transaction, so a crash at any point fires it later or not at all, never
+/// twice; with several processes on PostgreSQL each due timer is claimed by
+/// exactly one (`FOR UPDATE SKIP LOCKED`).
+#[async_trait]
+pub trait TimerStore: Send + Sync {
+    /// Fires up to `limit` timers due at `now`, oldest first.
+    async fn fire_due_timers(&self, now: Millis, limit: i64) -> Result<Vec<FiredTimer>>;
+    /// When the earliest pending timer comes due.
+    async fn next_timer_due(&self) -> Result<Option<Millis>>;
+    /// Resolves when a timer may have been armed since the last call, by
+    /// this process or (PostgreSQL) another one sharing the database.
+    async fn timers_changed(&self);
+    /// An incident's pending timers, soonest first.
+    async fn list_timers(&self, account_id: &str, incident_id: &str) -> Result<Vec<Timer>>;
+}
+
 /// The whole store.
 #[async_trait]
-pub trait Store: AccountStore + PolicyStore + ServiceStore + IncidentStore {
+pub trait Store: AccountStore + PolicyStore + ServiceStore + IncidentStore + TimerStore {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Checks the database answers.

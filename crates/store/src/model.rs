@@ -339,3 +339,32 @@ pub enum ActOutcome {
     /// The incident already was where the action would put it.
     Unchanged(Incident),
 }
+
+/// A timer the engine has fired.
+#[derive(Debug, Clone)]
+pub struct FiredTimer {
+    /// `escalate`, `acknowledge_timeout` or `auto_resolve`.
+    pub kind: String,
+    /// The incident it belonged to.
+    pub incident_id: String,
+    /// When it was due.
+    pub due_at: Millis,
+    /// When it fired (the `now` it was processed with).
+    pub fired_at: Millis,
+    /// Whether it changed the incident (a timer whose condition no longer
+    /// held is dropped without effect).
+    pub acted: bool,
+}
+
+/// A pending timer, as listed for an incident.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Timer {
+    /// Public id.
+    pub id: String,
+    /// The incident.
+    pub incident_id: String,
+    /// `escalate`, `acknowledge_timeout` or `auto_resolve`.
+    pub kind: String,
+    /// When it comes due.
+    pub due_at: Millis,
+}

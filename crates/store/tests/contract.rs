@@ -20,6 +20,8 @@ mod listing;
 mod policies;
 #[path = "contract/services.rs"]
 mod services;
+#[path = "contract/timers.rs"]
+mod timers;
 #[path = "contract/triggers.rs"]
 mod triggers;
 
@@ -99,6 +101,11 @@ contract_tests!(
     concurrency::concurrent_acknowledges,
     concurrency::concurrent_admin_demotions,
     concurrency::concurrent_rule_appends,
+    timers::timers_walk_the_policy_and_stop_at_the_loop_limit,
+    timers::acknowledge_cancels_and_ack_timeout_retriggers,
+    timers::manual_escalation_rearms_and_resolve_cancels,
+    timers::concurrent_engines_fire_each_timer_once,
+    timers::actions_race_with_the_engine,
 );
 
 // ---------------------------------------------------------------------------

@@ -55,6 +55,8 @@
 //! set (then only `psql` is needed). Databases are created through one long-lived `psql` session rather than a Rust
 //! client so that this crate needs no async runtime and no dependencies.
 
+#![warn(missing_docs)]
+
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

@@ -115,19 +115,19 @@ CREATE INDEX events_source ON events (account_id, source_type, source_id, seq);
 CREATE INDEX events_account ON events (account_id, seq);
 
 -- Durable timers (escalation, acknowledge timeout, auto-resolve): a row
--- with a due time, claimed by one engine at a time through a lease.
+-- with a due time. Firing one applies its effect and deletes it in one
+-- transaction; on PostgreSQL the row lock (FOR UPDATE SKIP LOCKED) is the
+-- claim, so no lease columns are needed. attempts counts failed firings.
 CREATE TABLE timers (
     id           TEXT PRIMARY KEY,
     account_id   TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     incident_id  TEXT NOT NULL REFERENCES incidents(id) ON DELETE CASCADE,
-    kind         TEXT NOT NULL,
+    kind         TEXT NOT NULL CHECK (kind IN ('escalate', 'acknowledge_timeout', 'auto_resolve')),
     due_at       BIGINT NOT NULL,
-    lease_owner  TEXT,
-    lease_until  BIGINT,
     attempts     BIGINT NOT NULL DEFAULT 0,
     created_at   BIGINT NOT NULL
 );
-CREATE INDEX timers_due ON timers (due_at);
+CREATE INDEX timers_due ON timers (due_at, id);
 CREATE INDEX timers_incident ON timers (incident_id);
 
 -- Outgoing messages: one row per message, sent by exactly one worker.

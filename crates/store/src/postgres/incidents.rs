@@ -1,15 +1,16 @@
 //! Incidents and the audit log (PostgreSQL).
 
 use async_trait::async_trait;
-use klaxon_core::escalation;
-use klaxon_core::incident::{apply, IncidentAction, IncidentState, Transition};
+use klaxon_core::engine::Cause;
+use klaxon_core::incident::IncidentAction;
 use klaxon_core::time::Millis;
 use serde_json::{json, Value};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
-use super::policies::rules_of;
+use super::timers::{apply_change, load_policy_context, write_timers};
 use super::{found, insert_event, violates, PgStore};
+use crate::plan::plan;
 use crate::util::{like_pattern, new_id, new_incident_key};
 use crate::{
     ActOutcome, Actor, Event, EventFilter, Incident, IncidentFilter, IncidentPatch, IncidentStore,
@@ -46,14 +47,14 @@ impl IncidentStore for PgStore {
         // check below runs (READ COMMITTED: with a fresh snapshot) only
         // after the previous trigger has committed its incident. The same
         // lock orders triggers against enable/disable and deletion.
-        let service: Option<(String, String)> = sqlx::query_as(
-            "SELECT state, policy_id FROM services WHERE account_id = $1 AND id = $2 FOR NO KEY UPDATE",
+        let service: Option<(String,)> = sqlx::query_as(
+            "SELECT state FROM services WHERE account_id = $1 AND id = $2 FOR NO KEY UPDATE",
         )
         .bind(account_id)
         .bind(service_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let (state, policy_id) = service.ok_or(StoreError::NotFound)?;
+        let (state,) = service.ok_or(StoreError::NotFound)?;
         if state != "enabled" {
             return Err(crate::util::service_disabled());
         }
@@ -73,17 +74,16 @@ impl IncidentStore for PgStore {
                 Err(StoreError::Taken("key"))
             };
         }
-        let rules = rules_of(&mut tx, account_id, &policy_id).await?;
-        let first = escalation::first_step(rules.len()).map(|s| &rules[s.index]);
+        let pc = load_policy_context(&mut tx, service_id).await?;
+        let change = plan(None, Cause::Open, &pc, now)?.ok_or_else(|| {
+            StoreError::Conflict("the engine declined to open the incident".into())
+        })?;
         let id = new_id();
         let key = new.key.clone().unwrap_or_else(new_incident_key);
-        let current_user = first
-            .filter(|r| r.assignment_type == "user")
-            .map(|r| r.assignee_id.as_str());
         let inserted = sqlx::query(
             "INSERT INTO incidents (id, account_id, service_id, state, message, description, details, key,
                 current_user_id, current_policy_rule_id, escalation_loop_count, triggered_at, created_at, updated_at)
-             VALUES ($1, $2, $3, 'triggered', $4, $5, $6, $7, $8, $9, 1, $10, $10, $10)",
+             VALUES ($1, $2, $3, 'triggered', $4, $5, $6, $7, $8, $9, $10, $11, $11, $11)",
         )
         .bind(&id)
         .bind(account_id)
@@ -92,8 +92,9 @@ impl IncidentStore for PgStore {
         .bind(&new.description)
         .bind(new.details.as_ref().map(Json))
         .bind(&key)
-        .bind(current_user)
-        .bind(first.map(|r| r.id.as_str()))
+        .bind(&change.current_user_id)
+        .bind(&change.current_policy_rule_id)
+        .bind(change.loop_count)
         .bind(now)
         .execute(&mut *tx)
         .await;
@@ -116,9 +117,10 @@ impl IncidentStore for PgStore {
         }
         let changes = json!({
             "state": "triggered", "message": new.message, "description": new.description,
-            "details": new.details, "key": key, "current_user_id": current_user,
-            "current_policy_rule_id": first.map(|r| &r.id), "escalation_loop_count": 1,
+            "details": new.details, "key": key, "current_user_id": change.current_user_id,
+            "current_policy_rule_id": change.current_policy_rule_id, "escalation_loop_count": change.loop_count,
         });
+        write_timers(&mut tx, account_id, &id, &change, now).await?;
         insert_event(
             &mut tx,
             account_id,
@@ -132,6 +134,7 @@ impl IncidentStore for PgStore {
         .await?;
         let incident = fetch(&mut tx, account_id, &id).await?;
         tx.commit().await?;
+        self.timers_armed(&change);
         Ok(TriggerOutcome::Created(incident))
     }
 
@@ -225,62 +228,13 @@ impl IncidentStore for PgStore {
         // after the other, the second to the first's result.
         lock_incident(&mut tx, account_id, id).await?;
         let before = fetch(&mut tx, account_id, id).await?;
-        let from = IncidentState::parse(&before.state).unwrap_or(IncidentState::Triggered);
-        let to = match apply(from, action)? {
-            Transition::Unchanged => return Ok(ActOutcome::Unchanged(before)),
-            Transition::To(to) => to,
+        let pc = load_policy_context(&mut tx, &before.service_id).await?;
+        let Some(change) = plan(Some(&before), Cause::Act(action), &pc, now)? else {
+            return Ok(ActOutcome::Unchanged(before));
         };
-        let mut rule_id = before.current_policy_rule_id.clone();
-        let mut user_id = before.current_user_id.clone();
-        let mut loop_count = before.escalation_loop_count;
-        if action == IncidentAction::Escalate {
-            let (policy_id,): (String,) =
-                sqlx::query_as("SELECT policy_id FROM services WHERE id = $1")
-                    .bind(&before.service_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let rules = rules_of(&mut tx, account_id, &policy_id).await?;
-            let at = rules
-                .iter()
-                .position(|r| Some(&r.id) == before.current_policy_rule_id.as_ref());
-            let count = u32::try_from(loop_count).unwrap_or(1);
-            if let Some(step) = escalation::next_manual(rules.len(), at, count) {
-                let rule = &rules[step.index];
-                rule_id = Some(rule.id.clone());
-                user_id = (rule.assignment_type == "user").then(|| rule.assignee_id.clone());
-                loop_count = i64::from(step.loop_count);
-            }
-        }
-        let (acknowledged_at, resolved_at) = match to {
-            IncidentState::Triggered => (None, None),
-            IncidentState::Acknowledged => (Some(now), None),
-            IncidentState::Resolved => (before.acknowledged_at, Some(now)),
-        };
-        sqlx::query(
-            "UPDATE incidents SET state = $1, acknowledged_at = $2, resolved_at = $3, current_user_id = $4,
-                current_policy_rule_id = $5, escalation_loop_count = $6, updated_at = $7
-             WHERE account_id = $8 AND id = $9",
-        )
-        .bind(to.as_str())
-        .bind(acknowledged_at)
-        .bind(resolved_at)
-        .bind(&user_id)
-        .bind(&rule_id)
-        .bind(loop_count)
-        .bind(now)
-        .bind(account_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let changes =
-            crate::util::transition_changeset(&before, to, &user_id, &rule_id, loop_count);
-        let event = format!("incident.{}", action.as_str());
-        insert_event(
-            &mut tx, account_id, &event, "incident", id, actor, &changes, now,
-        )
-        .await?;
-        let incident = fetch(&mut tx, account_id, id).await?;
+        let incident = apply_change(&mut tx, &before, &change, actor, now).await?;
         tx.commit().await?;
+        self.timers_armed(&change);
         Ok(ActOutcome::Changed(incident))
     }
 
@@ -331,7 +285,7 @@ impl IncidentStore for PgStore {
     }
 }
 
-async fn fetch(conn: &mut PgConnection, account_id: &str, id: &str) -> Result<Incident> {
+pub(super) async fn fetch(conn: &mut PgConnection, account_id: &str, id: &str) -> Result<Incident> {
     sqlx::query_as(&format!(
         "{INCIDENT_SELECT} WHERE i.account_id = $1 AND i.id = $2"
     ))

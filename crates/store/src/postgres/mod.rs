@@ -19,6 +19,7 @@ mod accounts;
 mod incidents;
 mod policies;
 mod services;
+mod timers;
 
 use std::time::Duration;
 
@@ -37,6 +38,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: PgPool,
+    /// Wakes this process's engine: poked after local commits that arm
+    /// timers and by the LISTEN task for other processes' NOTIFYs.
+    timer_notify: std::sync::Arc<tokio::sync::Notify>,
+    /// The LISTEN task starts with the first engine that waits.
+    listener_started: std::sync::Once,
 }
 
 impl PgStore {
@@ -47,7 +53,11 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            timer_notify: Default::default(),
+            listener_started: std::sync::Once::new(),
+        })
     }
 }
 

@@ -12,6 +12,7 @@ mod accounts;
 mod incidents;
 mod policies;
 mod services;
+mod timers;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -32,6 +33,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Wakes the engine when a commit arms a timer (one process per file,
+    /// so an in-process signal reaches every engine there is).
+    timer_notify: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl SqliteStore {
@@ -60,7 +64,11 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            timer_notify: Default::default(),
+        })
     }
 }
 

@@ -1,0 +1,97 @@
+//! The escalation engine: fires durable timers as they come due.
+//!
+//! It sleeps until the earliest pending timer (converted from the virtual
+//! clock to real time) and is woken early when a timer is armed — by a
+//! request in this process, or, on PostgreSQL, by a NOTIFY from another
+//! process. Polling is only a fallback, every [`FALLBACK_POLL`]. What a
+//! timer does is decided by `klaxon_core::engine::decide`; the store
+//! applies it and deletes the timer in one transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use klaxon_core::time::Millis;
+use klaxon_store::Store;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+
+/// Longest sleep without a wake-up (covers a lost NOTIFY or a timer armed
+/// by a process that died before notifying).
+pub const FALLBACK_POLL: Duration = Duration::from_secs(5);
+/// Timers fired per transaction.
+pub const BATCH: i64 = 256;
+/// Pause before retrying timers that are due but were skipped because a
+/// request (or another process) holds their incident.
+const BUSY_RETRY: Duration = Duration::from_millis(10);
+
+/// Runs until `shutdown` turns true. Never returns an error: a failing
+/// database is logged and retried.
+pub async fn run(store: Arc<dyn Store>, clock: Clock, mut shutdown: watch::Receiver<bool>) {
+    tracing::info!("escalation engine started");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let wait = match step(&*store, &clock).await {
+            Ok(wait) => wait,
+            Err(err) => {
+                tracing::error!(error = %err, "engine step failed; retrying");
+                Duration::from_secs(1)
+            }
+        };
+        if wait.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = store.timers_changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    tracing::info!("escalation engine stopped");
+}
+
+/// Fires what is due and says how long to sleep.
+async fn step(store: &dyn Store, clock: &Clock) -> klaxon_store::Result<Duration> {
+    let fired = store.fire_due_timers(clock.now_ms(), BATCH).await?;
+    for t in &fired {
+        tracing::debug!(
+            incident = %t.incident_id,
+            kind = %t.kind,
+            late_ms = t.fired_at - t.due_at,
+            acted = t.acted,
+            "timer fired"
+        );
+    }
+    if fired.len() as i64 >= BATCH {
+        return Ok(Duration::ZERO);
+    }
+    Ok(match store.next_timer_due().await? {
+        None => FALLBACK_POLL,
+        Some(due) => real_wait(due - clock.now_ms(), clock.speed()).min(FALLBACK_POLL),
+    })
+}
+
+/// Real time until a virtual-clock delay has passed.
+fn real_wait(virtual_ms: Millis, speed: f64) -> Duration {
+    if virtual_ms <= 0 {
+        // Due but not fired: its incident is busy. Let the holder finish.
+        return BUSY_RETRY;
+    }
+    let real = (virtual_ms as f64 / speed).ceil().max(1.0);
+    Duration::from_millis(real as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_scale_with_clock_speed() {
+        assert_eq!(real_wait(60_000, 60.0), Duration::from_millis(1000));
+        assert_eq!(real_wait(1, 60.0), Duration::from_millis(1));
+        assert_eq!(real_wait(0, 1.0), BUSY_RETRY);
+        assert_eq!(real_wait(-5, 1.0), BUSY_RETRY);
+    }
+}
