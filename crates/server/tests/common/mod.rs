@@ -124,6 +124,29 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// Another `klaxon serve` process on the same database with the same
+    /// environment (several processes sharing PostgreSQL).
+    pub fn sibling(&self) -> Server {
+        let mut other = Server {
+            child: None,
+            base: String::new(),
+            database_url: self.database_url.clone(),
+            backend: self.backend,
+            env: self.env.clone(),
+            _dir: tempfile::tempdir().unwrap(),
+            http: self.http.clone(),
+        };
+        other.spawn();
+        other
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Kills the process with SIGKILL (no graceful shutdown) and waits.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,0 +1,301 @@
+//! The escalation engine through the real binary, on an accelerated clock
+//! (`KLAXON_CLOCK_SPEED`): timed escalation to the loop limit, acknowledge
+//! stopping it, a SIGKILL and restart in the middle losing nothing, and
+//! several processes sharing one PostgreSQL database firing each timer once.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Account, Backend, Server, Setup};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// One virtual minute is 50 ms of real time.
+const SPEED: &str = "1200";
+const MINUTE_REAL: Duration = Duration::from_millis(50);
+
+fn origin() -> String {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string()
+}
+
+async fn fast_server(backend: Backend) -> Server {
+    Server::start_with(
+        backend,
+        &[
+            ("KLAXON_CLOCK_SPEED", SPEED),
+            ("KLAXON_CLOCK_ORIGIN", &origin()),
+        ],
+    )
+    .await
+}
+
+/// A policy walking `users` with 1-minute rules and `loop_limit`.
+async fn setup(server: &Server, acct: &Account, users: &[&str], loop_limit: i64) -> Setup {
+    let s = server.setup_service(acct, "Web", users, loop_limit).await;
+    for rule in &s.rule_ids {
+        let res = server
+            .put(
+                &format!("/policies/{}/rules/{rule}", s.policy_id),
+                &acct.token,
+                json!({"escalation_timeout": 1}),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::NO_CONTENT);
+    }
+    s
+}
+
+async fn escalations(server: &Server, token: &str, id: &str) -> Vec<Value> {
+    let events = server
+        .get(&format!("/incidents/{id}/events?per_page=100"), token)
+        .await;
+    let mut list: Vec<Value> = events
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "incident.escalate")
+        .cloned()
+        .collect();
+    list.reverse();
+    list
+}
+
+/// Polls until `n` escalations are recorded (or panics after `limit`).
+async fn wait_for_escalations(
+    server: &Server,
+    token: &str,
+    id: &str,
+    n: usize,
+    limit: Duration,
+) -> Vec<Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = escalations(server, token, id).await;
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn two_users(server: &Server, acct: &Account) -> String {
+    server
+        .post(
+            "/users",
+            &acct.token,
+            json!({"name": "Two", "email": format!("two-{}@example.com", acct.id)}),
+        )
+        .await
+        .str("id")
+}
+
+async fn walks_two_rules_and_stops_at_the_loop_limit(backend: Backend) {
+    let server = fast_server(backend).await;
+    let a = server.register("Alpha").await;
+    let u2 = two_users(&server, &a).await;
+    let s = setup(&server, &a, &[&a.user_id, &u2], 2).await;
+    let id = server
+        .integration("trigger", &s.integration_key, &[("message", "down")])
+        .await
+        .str("id");
+    let got = wait_for_escalations(&server, &a.token, &id, 3, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 3, "{got:?}");
+    // Then nothing more: wait four more rule timeouts.
+    tokio::time::sleep(MINUTE_REAL * 4).await;
+    let got = escalations(&server, &a.token, &id).await;
+    assert_eq!(got.len(), 3, "stops at the loop limit");
+    let expected = [(&u2, 1, 1), (&a.user_id, 0, 2), (&u2, 1, 2)];
+    for (event, (user, rule, loop_count)) in got.iter().zip(expected) {
+        assert_eq!(event["actor"], json!({"type": "system", "id": null}));
+        assert_eq!(event["changeset"]["current_user_id"][1], user.as_str());
+        assert_eq!(
+            event["changeset"]["current_policy_rule_id"][1],
+            s.rule_ids[rule].as_str()
+        );
+        if loop_count == 2 && rule == 0 {
+            assert_eq!(event["changeset"]["escalation_loop_count"], json!([1, 2]));
+        }
+    }
+    let inc = server.get(&format!("/incidents/{id}"), &a.token).await.body;
+    assert_eq!(inc["current_user_id"], u2.as_str());
+    assert_eq!(inc["escalation_loop_count"], 2);
+    assert_eq!(inc["state"], "triggered");
+}
+
+async fn acknowledge_stops_and_its_timeout_retriggers(backend: Backend) {
+    let server = fast_server(backend).await;
+    let a = server.register("Alpha").await;
+    let u2 = two_users(&server, &a).await;
+    let s = setup(&server, &a, &[&a.user_id, &u2], 1).await;
+    server
+        .put(
+            &format!("/services/{}", s.service_id),
+            &a.token,
+            json!({"acknowledge_timeout": 3}),
+        )
+        .await;
+    let id = server
+        .integration("trigger", &s.integration_key, &[("message", "down")])
+        .await
+        .str("id");
+    let res = server
+        .call(
+            Method::PUT,
+            &format!("/incidents/{id}/acknowledge"),
+            Some(&a.token),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    // Two rule timeouts pass: no escalation while acknowledged.
+    tokio::time::sleep(MINUTE_REAL * 2).await;
+    assert!(escalations(&server, &a.token, &id).await.is_empty());
+    // After the 3-minute acknowledge timeout it is triggered again by the
+    // system, and then escalates from the same rule.
+    let got = wait_for_escalations(&server, &a.token, &id, 1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1);
+    let events = server
+        .get(&format!("/incidents/{id}/events"), &a.token)
+        .await
+        .body;
+    let actions: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "incident.create",
+            "incident.acknowledge",
+            "incident.trigger",
+            "incident.escalate"
+        ]
+    );
+    assert_eq!(events[1]["actor"]["type"], "system");
+}
+
+async fn sigkill_mid_escalation_loses_nothing(backend: Backend) {
+    let mut server = fast_server(backend).await;
+    let a = server.register("Alpha").await;
+    let u2 = two_users(&server, &a).await;
+    let s = setup(&server, &a, &[&a.user_id, &u2], 2).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(
+            server
+                .integration(
+                    "trigger",
+                    &s.integration_key,
+                    &[("message", &format!("m{n}"))],
+                )
+                .await
+                .str("id"),
+        );
+    }
+    // After the first escalation, kill the process without warning, and
+    // stay down for longer than the rest of the walk.
+    let first = wait_for_escalations(&server, &a.token, &ids[0], 1, Duration::from_secs(30)).await;
+    assert!(!first.is_empty());
+    server.kill();
+    tokio::time::sleep(MINUTE_REAL * 5).await;
+    server.spawn();
+    for id in &ids {
+        let got = wait_for_escalations(&server, &a.token, id, 3, Duration::from_secs(30)).await;
+        assert_eq!(
+            got.len(),
+            3,
+            "incident {id}: every timer that came due fired once"
+        );
+        let loops: Vec<Value> = got
+            .iter()
+            .map(|e| e["changeset"]["current_policy_rule_id"][1].clone())
+            .collect();
+        assert_eq!(
+            loops,
+            [
+                json!(s.rule_ids[1]),
+                json!(s.rule_ids[0]),
+                json!(s.rule_ids[1])
+            ],
+            "in order"
+        );
+    }
+    tokio::time::sleep(MINUTE_REAL * 3).await;
+    for id in &ids {
+        assert_eq!(
+            escalations(&server, &a.token, id).await.len(),
+            3,
+            "and none twice"
+        );
+    }
+}
+
+/// Three processes on one PostgreSQL database behave as one: each timer
+/// fires exactly once, and killing one mid-run loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_processes_share_the_work() {
+    let mut first = fast_server(Backend::Postgres).await;
+    let a = first.register("Alpha").await;
+    let u2 = two_users(&first, &a).await;
+    let s = setup(&first, &a, &[&a.user_id, &u2], 2).await;
+    let second = first.sibling();
+    let third = first.sibling();
+    let servers = [&first, &second, &third];
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        let server = servers[n % 3];
+        ids.push(
+            server
+                .integration(
+                    "trigger",
+                    &s.integration_key,
+                    &[("message", &format!("m{n}"))],
+                )
+                .await
+                .str("id"),
+        );
+    }
+    tokio::time::sleep(MINUTE_REAL + MINUTE_REAL / 2).await;
+    first.kill();
+    for id in &ids {
+        let got = wait_for_escalations(&second, &a.token, id, 3, Duration::from_secs(60)).await;
+        assert_eq!(got.len(), 3, "incident {id}");
+    }
+    tokio::time::sleep(MINUTE_REAL * 3).await;
+    let all = third.get("/events?per_page=100&page=1", &a.token).await;
+    let total: usize = all.header("x-total-count").unwrap().parse().unwrap();
+    let mut escalations_total = 0;
+    for page in 1..=total.div_ceil(100) {
+        let res = third
+            .get(&format!("/events?per_page=100&page={page}"), &a.token)
+            .await;
+        escalations_total += res
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "incident.escalate")
+            .count();
+    }
+    assert_eq!(
+        escalations_total,
+        30 * 3,
+        "each timer fired by exactly one process"
+    );
+}
+
+both_backends!(
+    walks_two_rules_and_stops_at_the_loop_limit,
+    acknowledge_stops_and_its_timeout_retriggers,
+    sigkill_mid_escalation_loses_nothing,
+);
