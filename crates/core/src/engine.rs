@@ -195,6 +195,47 @@ fn act(
     Ok(Some(decision))
 }
 
+/// The assignments an incident triggered at `at` and never acknowledged
+/// would go through: `(instant, step)` for the first rule and every timed
+/// escalation, up to the end of the walk. Built from [`decide`], so it is
+/// exactly what the engine would do.
+pub fn preview(rule_timeouts: &[Millis], loop_limit: u32, at: Millis) -> Vec<(Millis, Step)> {
+    let mut ctx = Context {
+        state: IncidentState::Triggered,
+        rule_index: None,
+        loop_count: 1,
+        rule_timeouts,
+        loop_limit,
+        acknowledge_timeout: None,
+        auto_resolve_timeout: None,
+        now: at,
+    };
+    let mut out = Vec::new();
+    let mut next = decide(Cause::Open, &ctx).ok().flatten();
+    // Bounded by the walk's length; the cap only guards absurd inputs.
+    let cap = rule_timeouts
+        .len()
+        .saturating_mul(loop_limit.max(1) as usize)
+        .min(10_000);
+    while let Some(d) = next.take() {
+        let Some(step) = d.step else { break };
+        out.push((ctx.now, step));
+        if out.len() >= cap {
+            break;
+        }
+        let Some(&(_, due)) = d.schedule.iter().find(|(k, _)| *k == TimerKind::Escalate) else {
+            break;
+        };
+        ctx.rule_index = Some(step.index);
+        ctx.loop_count = step.loop_count;
+        ctx.now = due;
+        next = decide(Cause::Timer(TimerKind::Escalate), &ctx)
+            .ok()
+            .flatten();
+    }
+    out
+}
+
 /// The escalation timer for an incident now at `step`: due after that
 /// rule's timeout, if the walk goes on from there.
 fn escalation_timer(ctx: &Context<'_>, step: Option<Step>) -> Vec<(TimerKind, Millis)> {
@@ -337,6 +378,26 @@ mod tests {
         .expect("decision");
         assert_eq!(d.to, IncidentState::Resolved);
         assert_eq!(d.cancel, TimerKind::ALL.to_vec());
+    }
+
+    #[test]
+    fn preview_follows_the_timers() {
+        let steps = preview(&TIMEOUTS, 2, 1000);
+        let got: Vec<(Millis, usize, u32)> = steps
+            .iter()
+            .map(|(t, s)| (*t, s.index, s.loop_count))
+            .collect();
+        let m = MINUTE_MS;
+        assert_eq!(
+            got,
+            vec![
+                (1000, 0, 1),
+                (1000 + 30 * m, 1, 1),
+                (1000 + 40 * m, 0, 2),
+                (1000 + 70 * m, 1, 2)
+            ]
+        );
+        assert!(preview(&[], 3, 0).is_empty());
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub type Millis = i64;
 /// Milliseconds in one minute (durations in the API are whole minutes).
 pub const MINUTE_MS: Millis = 60_000;
 
+/// Milliseconds in one (24-hour) day.
+pub const DAY_MS: Millis = 24 * 60 * MINUTE_MS;
+
 /// Formats an instant as `YYYY-MM-DDTHH:MM:SSZ` (sub-seconds dropped).
 pub fn format_ts(ms: Millis) -> String {
     let secs = ms.div_euclid(1000);

@@ -32,7 +32,9 @@ pub struct AppState {
 
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
-    use http::{events, health, incidents, integration, policies, services, sessions, users};
+    use http::{
+        events, health, incidents, integration, policies, schedules, services, sessions, users,
+    };
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -101,6 +103,43 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/services/{id}/incidents",
             get(incidents::list_service_incidents).post(incidents::create_incident),
+        )
+        .route(
+            "/schedules",
+            get(schedules::list_schedules).post(schedules::create_schedule),
+        )
+        .route(
+            "/schedules/{id}",
+            get(schedules::show_schedule)
+                .put(schedules::update_schedule)
+                .patch(schedules::update_schedule)
+                .delete(schedules::delete_schedule),
+        )
+        .route(
+            "/schedules/{id}/layers",
+            get(schedules::list_layers).post(schedules::create_layer),
+        )
+        .route(
+            "/schedules/{id}/layers/{layer_id}",
+            put(schedules::update_layer)
+                .patch(schedules::update_layer)
+                .delete(schedules::delete_layer),
+        )
+        .route(
+            "/schedules/{id}/overrides",
+            get(schedules::list_overrides).post(schedules::create_override),
+        )
+        .route(
+            "/schedules/{id}/overrides/{override_id}",
+            axum::routing::delete(schedules::delete_override),
+        )
+        .route("/schedules/{id}/on_call", get(schedules::show_on_call))
+        .route("/schedules/{id}/shifts", get(schedules::list_shifts))
+        .route("/schedules/{id}/events", get(events::list_schedule_events))
+        .route("/oncalls", get(schedules::list_oncalls))
+        .route(
+            "/services/{id}/escalation_preview",
+            get(services::show_escalation_preview),
         )
         .route("/incidents", get(incidents::list_incidents))
         .route(

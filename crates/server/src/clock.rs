@@ -14,6 +14,7 @@ use klaxon_core::time::Millis;
 pub struct Clock {
     origin_ms: Millis,
     speed: f64,
+    offset_ms: Millis,
 }
 
 impl Clock {
@@ -23,6 +24,16 @@ impl Clock {
         Clock {
             origin_ms: origin_ms.unwrap_or_else(real_now_ms),
             speed,
+            offset_ms: 0,
+        }
+    }
+
+    /// The same clock shifted by a constant (benchmarks schedule work in
+    /// the future, then run the engine as if that future were now).
+    pub fn shifted(self, offset_ms: Millis) -> Self {
+        Clock {
+            offset_ms: self.offset_ms + offset_ms,
+            ..self
         }
     }
 
@@ -30,9 +41,9 @@ impl Clock {
     pub fn now_ms(&self) -> Millis {
         let real = real_now_ms();
         if self.speed == 1.0 {
-            return real;
+            return real + self.offset_ms;
         }
-        self.origin_ms + ((real - self.origin_ms) as f64 * self.speed) as Millis
+        self.origin_ms + ((real - self.origin_ms) as f64 * self.speed) as Millis + self.offset_ms
     }
 
     /// How many clock milliseconds pass per real millisecond.

@@ -27,14 +27,30 @@ const BUSY_RETRY: Duration = Duration::from_millis(10);
 
 /// Runs until `shutdown` turns true. Never returns an error: a failing
 /// database is logged and retried.
-pub async fn run(store: Arc<dyn Store>, clock: Clock, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(store: Arc<dyn Store>, clock: Clock, shutdown: watch::Receiver<bool>) {
+    run_observed(store, clock, shutdown, |_, _| {}).await;
+}
+
+/// [`run`], calling `observe(fired, committed_at)` after every batch (the
+/// timer benchmark measures lateness with it).
+pub async fn run_observed(
+    store: Arc<dyn Store>,
+    clock: Clock,
+    mut shutdown: watch::Receiver<bool>,
+    mut observe: impl FnMut(&[klaxon_store::FiredTimer], Millis) + Send,
+) {
     tracing::info!("escalation engine started");
     loop {
         if *shutdown.borrow() {
             break;
         }
         let wait = match step(&*store, &clock).await {
-            Ok(wait) => wait,
+            Ok((fired, wait)) => {
+                if !fired.is_empty() {
+                    observe(&fired, clock.now_ms());
+                }
+                wait
+            }
             Err(err) => {
                 tracing::error!(error = %err, "engine step failed; retrying");
                 Duration::from_secs(1)
@@ -53,7 +69,10 @@ pub async fn run(store: Arc<dyn Store>, clock: Clock, mut shutdown: watch::Recei
 }
 
 /// Fires what is due and says how long to sleep.
-async fn step(store: &dyn Store, clock: &Clock) -> klaxon_store::Result<Duration> {
+async fn step(
+    store: &dyn Store,
+    clock: &Clock,
+) -> klaxon_store::Result<(Vec<klaxon_store::FiredTimer>, Duration)> {
     let fired = store.fire_due_timers(clock.now_ms(), BATCH).await?;
     for t in &fired {
         tracing::debug!(
@@ -65,12 +84,13 @@ async fn step(store: &dyn Store, clock: &Clock) -> klaxon_store::Result<Duration
         );
     }
     if fired.len() as i64 >= BATCH {
-        return Ok(Duration::ZERO);
+        return Ok((fired, Duration::ZERO));
     }
-    Ok(match store.next_timer_due().await? {
+    let wait = match store.next_timer_due().await? {
         None => FALLBACK_POLL,
         Some(due) => real_wait(due - clock.now_ms(), clock.speed()).min(FALLBACK_POLL),
-    })
+    };
+    Ok((fired, wait))
 }
 
 /// Real time until a virtual-clock delay has passed.

@@ -277,13 +277,17 @@ pub trait ServiceStore: Send + Sync {
         now: Millis,
     ) -> Result<()>;
     /// Resolves an integration key to its service (any account).
-    async fn service_by_integration_key(&self, key: &str) -> Result<Option<Service>>;
+    async fn service_by_integration_key(&self, key: &str) -> Result<Option<IntegrationTarget>>;
 }
 
 /// Incidents and the audit log.
 #[async_trait]
 pub trait IncidentStore: Send + Sync {
     /// Opens an incident on a service, assigned to its policy's first rule.
+    ///
+    /// With `dedup`, an existing open incident is looked for first without
+    /// taking any write lock (a repeated trigger is a pure read); only a
+    /// miss goes on to the serialised check-and-insert.
     ///
     /// With `dedup`, an unresolved incident with the same key (or, when no
     /// key is given, the same message) is returned as `Deduplicated` and
@@ -351,6 +355,108 @@ pub trait IncidentStore: Send + Sync {
     ) -> Result<(Vec<Event>, i64)>;
 }
 
+/// On-call schedules, their layers and overrides.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Creates a schedule without layers.
+    async fn create_schedule(
+        &self,
+        account_id: &str,
+        name: &str,
+        time_zone: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Schedule>;
+    /// The account's schedules, by name.
+    async fn list_schedules(&self, account_id: &str) -> Result<Vec<Schedule>>;
+    /// One schedule.
+    async fn get_schedule(&self, account_id: &str, id: &str) -> Result<Schedule>;
+    /// Renames a schedule or changes its zone.
+    #[allow(clippy::too_many_arguments)]
+    async fn update_schedule(
+        &self,
+        account_id: &str,
+        id: &str,
+        name: &str,
+        time_zone: &str,
+        changes: &Value,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Schedule>;
+    /// Deletes a schedule; refused while an escalation rule names it.
+    async fn delete_schedule(
+        &self,
+        account_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()>;
+    /// A schedule's layers, lowest first.
+    async fn list_layers(&self, account_id: &str, schedule_id: &str) -> Result<Vec<Layer>>;
+    /// Adds a layer on top.
+    async fn create_layer(
+        &self,
+        account_id: &str,
+        schedule_id: &str,
+        input: &LayerInput,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Layer>;
+    /// Replaces a layer's rotation, users and restrictions.
+    #[allow(clippy::too_many_arguments)]
+    async fn update_layer(
+        &self,
+        account_id: &str,
+        schedule_id: &str,
+        id: &str,
+        input: &LayerInput,
+        changes: &Value,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Layer>;
+    /// Removes a layer and closes the gap in positions.
+    async fn delete_layer(
+        &self,
+        account_id: &str,
+        schedule_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()>;
+    /// Overrides overlapping `[since, until)`, by start.
+    async fn list_overrides(
+        &self,
+        account_id: &str,
+        schedule_id: &str,
+        since: Millis,
+        until: Millis,
+    ) -> Result<Vec<ScheduleOverride>>;
+    /// Adds an override (the user must be in the account).
+    #[allow(clippy::too_many_arguments)]
+    async fn create_override(
+        &self,
+        account_id: &str,
+        schedule_id: &str,
+        user_id: &str,
+        start_at: Millis,
+        end_at: Millis,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<ScheduleOverride>;
+    /// Removes an override.
+    async fn delete_override(
+        &self,
+        account_id: &str,
+        schedule_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()>;
+    /// A schedule with its layers and the overrides ending after `from`.
+    async fn load_schedule(&self, account_id: &str, id: &str, from: Millis)
+        -> Result<ScheduleData>;
+}
+
 /// Durable timers: escalation, acknowledge timeouts, auto-resolve.
 ///
 /// Timers are rows written in the same transaction as the change that
@@ -373,7 +479,9 @@ pub trait TimerStore: Send + Sync {
 
 /// The whole store.
 #[async_trait]
-pub trait Store: AccountStore + PolicyStore + ServiceStore + IncidentStore + TimerStore {
+pub trait Store:
+    AccountStore + PolicyStore + ServiceStore + IncidentStore + ScheduleStore + TimerStore
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Checks the database answers.
@@ -433,7 +541,40 @@ pub(crate) mod util {
     pub fn unknown_assignment() -> crate::StoreError {
         crate::StoreError::Invalid {
             field: "assignment",
-            message: "type must be user".into(),
+            message: "type must be user or schedule".into(),
+        }
+    }
+
+    /// The table an assignment type names.
+    pub fn assignment_table(kind: &str) -> crate::Result<&'static str> {
+        match kind {
+            "user" => Ok("users"),
+            "schedule" => Ok("schedules"),
+            _ => Err(unknown_assignment()),
+        }
+    }
+
+    /// The audit changeset of a new layer.
+    pub fn layer_changeset(layer: &crate::Layer) -> serde_json::Value {
+        serde_json::json!({
+            "layer_id": layer.id, "position": layer.position, "rule": layer.rotation,
+            "count": layer.count, "start_at": layer.start_at, "users": layer.users.0,
+            "restrictions": layer.restrictions.0,
+        })
+    }
+
+    /// Refuses to delete a user who is in a layer's rotation (the layers
+    /// of the account, loaded by the caller).
+    pub fn refuse_if_in_rotation(layers: &[crate::Layer], user_id: &str) -> crate::Result<()> {
+        match layers
+            .iter()
+            .find(|l| l.users.0.iter().any(|u| u == user_id))
+        {
+            Some(l) => Err(crate::StoreError::Conflict(format!(
+                "the user is in the rotation of schedule {}; remove them from its layer first",
+                l.schedule_id
+            ))),
+            None => Ok(()),
         }
     }
 

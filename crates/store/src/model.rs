@@ -119,6 +119,19 @@ pub struct Service {
     pub resolved_count: i64,
 }
 
+/// What an integration key resolves to: just enough to authorise and
+/// route a monitoring system's request (no incident counts: this is on the
+/// hot path of every trigger).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct IntegrationTarget {
+    /// The service.
+    pub id: String,
+    /// Its account.
+    pub account_id: String,
+    /// `enabled` or `disabled`.
+    pub state: String,
+}
+
 /// Values for a new or changed service.
 #[derive(Debug, Clone)]
 pub struct ServiceInput {
@@ -367,4 +380,173 @@ pub struct Timer {
     pub kind: String,
     /// When it comes due.
     pub due_at: Millis,
+}
+
+/// An on-call schedule.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Schedule {
+    /// Public id.
+    pub id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// Unique per account.
+    pub name: String,
+    /// IANA zone its layers' wall-clock times are in.
+    pub time_zone: String,
+    /// Creation instant.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// A weekly (or other) time window a layer is limited to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RestrictionSpec {
+    /// Weekdays the window starts on: `mon` … `sun`.
+    pub days: Vec<String>,
+    /// Local start, `HH:MM`.
+    pub start: String,
+    /// Local end, `HH:MM` (at or before `start`: the next day).
+    pub end: String,
+}
+
+/// One rotation layer of a schedule.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Layer {
+    /// Public id.
+    pub id: String,
+    /// Owning schedule.
+    pub schedule_id: String,
+    /// 0-based; higher layers cover lower ones.
+    pub position: i64,
+    /// `hourly`, `daily`, `weekly`, `monthly` or `yearly`.
+    pub rotation: String,
+    /// Units per turn.
+    pub count: i64,
+    /// First handoff, wall-clock in the schedule's zone (`2026-01-05T09:00:00`).
+    pub start_at: String,
+    /// User ids in rotation order.
+    pub users: Json<Vec<String>>,
+    /// Windows the layer is limited to (empty: always).
+    pub restrictions: Json<Vec<RestrictionSpec>>,
+    /// Creation instant.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// Values for a new or changed layer (validated by the caller).
+#[derive(Debug, Clone)]
+pub struct LayerInput {
+    /// Rotation unit name.
+    pub rotation: String,
+    /// Units per turn.
+    pub count: i64,
+    /// First handoff (civil date-time text).
+    pub start_at: String,
+    /// User ids (must be in the account).
+    pub users: Vec<String>,
+    /// Windows.
+    pub restrictions: Vec<RestrictionSpec>,
+}
+
+/// A temporary replacement covering every layer.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ScheduleOverride {
+    /// Public id.
+    pub id: String,
+    /// Owning schedule.
+    pub schedule_id: String,
+    /// Who is on call instead.
+    pub user_id: String,
+    /// Start instant.
+    pub start_at: Millis,
+    /// End instant (exclusive).
+    pub end_at: Millis,
+    /// Creation instant.
+    pub created_at: Millis,
+}
+
+/// A schedule with everything needed to say who is on call.
+#[derive(Debug, Clone)]
+pub struct ScheduleData {
+    /// The schedule.
+    pub schedule: Schedule,
+    /// Its layers, lowest first.
+    pub layers: Vec<Layer>,
+    /// Its overrides (those ending after the instant it was loaded for).
+    pub overrides: Vec<ScheduleOverride>,
+}
+
+impl ScheduleData {
+    /// The pure model `klaxon_core::schedule` computes with. Layers whose
+    /// stored values do not parse (they were validated on the way in) are
+    /// left out rather than failing every lookup.
+    pub fn to_core(&self) -> klaxon_core::schedule::Schedule {
+        use klaxon_core::schedule as s;
+        let time_zone =
+            jiff::tz::TimeZone::get(&self.schedule.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+        let layers = self
+            .layers
+            .iter()
+            .filter_map(|l| {
+                Some(s::Layer {
+                    rotation: s::Rotation::parse(&l.rotation)?,
+                    count: u32::try_from(l.count).ok()?,
+                    start_at: l.start_at.parse().ok()?,
+                    users: l.users.0.clone(),
+                    restrictions: l
+                        .restrictions
+                        .0
+                        .iter()
+                        .map(RestrictionSpec::to_core)
+                        .collect::<Option<Vec<_>>>()?,
+                })
+            })
+            .collect();
+        let overrides = self
+            .overrides
+            .iter()
+            .map(|o| s::Override {
+                user: o.user_id.clone(),
+                start: o.start_at,
+                end: o.end_at,
+            })
+            .collect();
+        s::Schedule {
+            time_zone,
+            layers,
+            overrides,
+        }
+    }
+}
+
+impl RestrictionSpec {
+    /// Parses into the core type; `None` if a day or time is malformed.
+    pub fn to_core(&self) -> Option<klaxon_core::schedule::Restriction> {
+        let mut days = [false; 7];
+        for d in &self.days {
+            days[klaxon_core::schedule::parse_weekday(d)?] = true;
+        }
+        Some(klaxon_core::schedule::Restriction {
+            days,
+            start: parse_hhmm(&self.start)?,
+            end: parse_hhmm(&self.end)?,
+        })
+    }
+}
+
+/// Parses `HH:MM` (or `HH:MM:SS`) into a wall-clock time.
+pub fn parse_hhmm(s: &str) -> Option<jiff::civil::Time> {
+    let mut parts = s.split(':');
+    let h: i8 = parts.next()?.parse().ok()?;
+    let m: i8 = parts.next()?.parse().ok()?;
+    let sec: i8 = match parts.next() {
+        Some(p) => p.parse().ok()?,
+        None => 0,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    jiff::civil::Time::new(h, m, sec, 0).ok()
 }

@@ -5,6 +5,8 @@
 //! incident row, using the policy's rules as loaded by a backend. Both
 //! backends then only execute the SQL.
 
+use std::collections::HashMap;
+
 use klaxon_core::engine::{decide, Cause, Context, Decision};
 use klaxon_core::escalation::Step;
 use klaxon_core::incident::{IncidentAction, IncidentState, TransitionError};
@@ -23,6 +25,8 @@ pub(crate) struct PolicyContext {
     pub acknowledge_timeout: Option<i64>,
     /// Minutes, or off.
     pub auto_resolve_timeout: Option<i64>,
+    /// The schedules the rules name, by id.
+    pub schedules: HashMap<String, klaxon_core::schedule::Schedule>,
 }
 
 /// The new values of an incident row, and its timer changes.
@@ -48,10 +52,31 @@ pub(crate) struct Change {
     pub schedule: Vec<(&'static str, Millis)>,
 }
 
-/// Who a rule pages at an instant: its user, or (for a schedule rule) whoever
-/// is on call then.
-fn assignee(rule: &PolicyRule) -> Option<String> {
-    (rule.assignment_type == "user").then(|| rule.assignee_id.clone())
+impl PolicyContext {
+    /// Who a rule pages at an instant: its user, or (for a schedule rule)
+    /// whoever is on call then — nobody if the schedule has a gap.
+    pub fn assignee(&self, rule: &PolicyRule, at: Millis) -> Option<String> {
+        match rule.assignment_type.as_str() {
+            "user" => Some(rule.assignee_id.clone()),
+            _ => self
+                .schedules
+                .get(&rule.assignee_id)?
+                .on_call(at)
+                .map(str::to_owned),
+        }
+    }
+
+    /// Ids of the schedules the rules name.
+    pub fn schedule_ids(rules: &[PolicyRule]) -> Vec<String> {
+        let mut ids: Vec<String> = rules
+            .iter()
+            .filter(|r| r.assignment_type == "schedule")
+            .map(|r| r.assignee_id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
 }
 
 /// Decides what `cause` does to `before` (`None` for a new incident) and
@@ -105,7 +130,7 @@ fn change(before: Option<&Incident>, d: Decision, pc: &PolicyContext, now: Milli
     }) = d.step
     {
         if let Some(r) = pc.rules.get(index) {
-            user = assignee(r);
+            user = pc.assignee(r, now);
             rule = Some(r.id.clone());
             loop_count = i64::from(l);
         }

@@ -6,7 +6,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use klaxon_core::Role;
-use klaxon_store::{Actor, Service};
+use klaxon_store::{Actor, IntegrationTarget};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
@@ -85,6 +85,17 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = credential(parts).ok_or(ApiError::Unauthorized)?;
+        Auth::from_token(state, token).await
+    }
+}
+
+impl Auth {
+    /// Authenticates a user token however it arrived (header, or the
+    /// `token` query parameter of a calendar feed).
+    pub async fn from_token(state: &AppState, token: &str) -> Result<Self, ApiError> {
+        if token.is_empty() || token.len() > 256 {
+            return Err(ApiError::Unauthorized);
+        }
         let principal = state
             .store
             .principal_by_token(&hash_token(token))
@@ -113,7 +124,7 @@ impl FromRequestParts<AppState> for Auth {
 /// A monitoring system authenticated by a service's integration key. It
 /// authorises only the integration endpoints (`/trigger`, `/acknowledge`,
 /// `/resolve`).
-pub struct IntegrationAuth(pub Service);
+pub struct IntegrationAuth(pub IntegrationTarget);
 
 impl FromRequestParts<AppState> for IntegrationAuth {
     type Rejection = ApiError;

@@ -98,3 +98,16 @@ pub async fn list_user_events(
     state.store.get_user(&auth.account_id, id).await?;
     list(&state, &auth, &uri, params, Some(("user", id))).await
 }
+
+/// `GET /schedules/:id/events`
+pub async fn list_schedule_events(
+    State(state): State<AppState>,
+    auth: Auth,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<String>,
+    Params(params): Params<PageParams>,
+) -> Listing {
+    let id = path_id(&id)?;
+    state.store.get_schedule(&auth.account_id, id).await?;
+    list(&state, &auth, &uri, params, Some(("schedule", id))).await
+}

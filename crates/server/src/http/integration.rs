@@ -49,7 +49,7 @@ pub struct TargetBody {
 
 async fn act(
     state: AppState,
-    service: klaxon_store::Service,
+    service: klaxon_store::IntegrationTarget,
     body: TargetBody,
     action: IncidentAction,
 ) -> ApiResult<StatusCode> {

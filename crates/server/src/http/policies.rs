@@ -165,23 +165,16 @@ fn check_assignment(checks: &mut Checks, a: Option<&Assignment>) -> (String, Str
         return (String::new(), String::new());
     };
     let kind = match a.kind.as_deref() {
-        Some("user") => "user",
-        Some("schedule") => {
-            checks.add(
-                "assignment",
-                "type schedule is not available yet; assign a user",
-            );
-            "schedule"
-        }
+        Some(k @ ("user" | "schedule")) => k,
         _ => {
-            checks.add("assignment", "type must be user");
+            checks.add("assignment", "type must be user or schedule");
             ""
         }
     };
     let id = match a.id.as_deref().map(klaxon_core::PublicId::parse) {
         Some(Some(id)) => id.to_string(),
         _ => {
-            checks.add("assignment", "id must be a user id");
+            checks.add("assignment", "id must be a user or schedule id");
             String::new()
         }
     };

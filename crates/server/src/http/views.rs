@@ -181,3 +181,65 @@ pub fn event(e: &Event) -> Value {
         "created_at": format_ts(e.created_at),
     })
 }
+
+/// An on-call schedule.
+pub fn schedule(s: &klaxon_store::Schedule) -> Value {
+    json!({
+        "id": s.id,
+        "name": s.name,
+        "time_zone": s.time_zone,
+        "created_at": format_ts(s.created_at),
+        "updated_at": format_ts(s.updated_at),
+        "_links": {
+            "self": href(format!("/schedules/{}", s.id)),
+            "layers": href(format!("/schedules/{}/layers", s.id)),
+            "overrides": href(format!("/schedules/{}/overrides", s.id)),
+            "on_call": href(format!("/schedules/{}/on_call", s.id)),
+            "shifts": href(format!("/schedules/{}/shifts", s.id)),
+            "calendar": href(format!("/schedules/{}.ics", s.id)),
+        },
+    })
+}
+
+/// A schedule layer, in the request's shape (`rule` is the rotation).
+pub fn layer(l: &klaxon_store::Layer) -> Value {
+    json!({
+        "id": l.id,
+        "schedule_id": l.schedule_id,
+        "position": l.position,
+        "rule": l.rotation,
+        "count": l.count,
+        "start_at": l.start_at,
+        "users": l.users.0,
+        "restrictions": l.restrictions.0,
+        "created_at": format_ts(l.created_at),
+        "updated_at": format_ts(l.updated_at),
+        "_links": { "self": href(format!("/schedules/{}/layers/{}", l.schedule_id, l.id)) },
+    })
+}
+
+/// A schedule override.
+pub fn schedule_override(o: &klaxon_store::ScheduleOverride) -> Value {
+    json!({
+        "id": o.id,
+        "schedule_id": o.schedule_id,
+        "user_id": o.user_id,
+        "start_at": format_ts(o.start_at),
+        "end_at": format_ts(o.end_at),
+        "created_at": format_ts(o.created_at),
+        "_links": {
+            "self": href(format!("/schedules/{}/overrides/{}", o.schedule_id, o.id)),
+            "user": href(format!("/users/{}", o.user_id)),
+        },
+    })
+}
+
+/// One shift of a schedule's final on-call list.
+pub fn shift(s: &klaxon_core::schedule::Shift) -> Value {
+    json!({
+        "user_id": s.user,
+        "start": format_ts(s.start),
+        "end": format_ts(s.end),
+        "_links": { "user": href(format!("/users/{}", s.user)) },
+    })
+}

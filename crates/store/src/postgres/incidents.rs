@@ -42,6 +42,19 @@ impl IncidentStore for PgStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<TriggerOutcome> {
+        if dedup {
+            // Fast path: a repeated trigger only reads, without queueing on
+            // the service lock. Answering from this snapshot is correct:
+            // the incident was open when we looked.
+            let mut conn = self.pool.acquire().await?;
+            let key = new.key.as_deref();
+            let message = key.is_none().then_some(new.message.as_str());
+            if let Some(existing) =
+                open_incident(&mut conn, account_id, service_id, key, message).await?
+            {
+                return Ok(TriggerOutcome::Deduplicated(existing));
+            }
+        }
         let mut tx = self.pool.begin().await?;
         // Every trigger on this service queues here, so the open-incident
         // check below runs (READ COMMITTED: with a fresh snapshot) only
@@ -74,7 +87,7 @@ impl IncidentStore for PgStore {
                 Err(StoreError::Taken("key"))
             };
         }
-        let pc = load_policy_context(&mut tx, service_id).await?;
+        let pc = load_policy_context(&mut tx, service_id, now).await?;
         let change = plan(None, Cause::Open, &pc, now)?.ok_or_else(|| {
             StoreError::Conflict("the engine declined to open the incident".into())
         })?;
@@ -228,7 +241,7 @@ impl IncidentStore for PgStore {
         // after the other, the second to the first's result.
         lock_incident(&mut tx, account_id, id).await?;
         let before = fetch(&mut tx, account_id, id).await?;
-        let pc = load_policy_context(&mut tx, &before.service_id).await?;
+        let pc = load_policy_context(&mut tx, &before.service_id, now).await?;
         let Some(change) = plan(Some(&before), Cause::Act(action), &pc, now)? else {
             return Ok(ActOutcome::Unchanged(before));
         };

@@ -18,6 +18,7 @@
 mod accounts;
 mod incidents;
 mod policies;
+mod schedules;
 mod services;
 mod timers;
 

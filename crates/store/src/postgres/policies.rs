@@ -397,10 +397,7 @@ async fn assignee_exists(
     account_id: &str,
     input: &RuleInput,
 ) -> Result<()> {
-    let table = match input.assignment_type.as_str() {
-        "user" => "users",
-        _ => return Err(crate::util::unknown_assignment()),
-    };
+    let table = crate::util::assignment_table(&input.assignment_type)?;
     let row: Option<(String,)> = sqlx::query_as(&format!(
         "SELECT id FROM {table} WHERE account_id = $1 AND id = $2 FOR KEY SHARE"
     ))

@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 
 use super::{found, insert_event, taken, PgStore};
 use crate::util::new_id;
-use crate::{Actor, Result, Service, ServiceInput, ServiceStore, StoreError};
+use crate::{Actor, IntegrationTarget, Result, Service, ServiceInput, ServiceStore, StoreError};
 
 /// Service columns with incident counts (index `incidents_service_state`).
 const SERVICE_SELECT: &str = "SELECT s.id, s.account_id, s.name, s.description, s.policy_id,
@@ -237,9 +237,9 @@ impl ServiceStore for PgStore {
         Ok(())
     }
 
-    async fn service_by_integration_key(&self, key: &str) -> Result<Option<Service>> {
+    async fn service_by_integration_key(&self, key: &str) -> Result<Option<IntegrationTarget>> {
         Ok(
-            sqlx::query_as(&format!("{SERVICE_SELECT} WHERE s.integration_key = $1"))
+            sqlx::query_as("SELECT id, account_id, state FROM services WHERE integration_key = $1")
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await?,

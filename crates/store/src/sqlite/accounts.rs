@@ -276,6 +276,14 @@ impl AccountStore for SqliteStore {
                 "the user is assigned in escalation policy {policy_id}; reassign that rule first"
             )));
         }
+        let layers: Vec<crate::Layer> = sqlx::query_as(
+            "SELECT id, schedule_id, position, rotation, count, start_at, users, restrictions, created_at, updated_at
+             FROM schedule_layers WHERE account_id = ?",
+        )
+        .bind(account_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        crate::util::refuse_if_in_rotation(&layers, id)?;
         sqlx::query("DELETE FROM users WHERE account_id = ? AND id = ?")
             .bind(account_id)
             .bind(id)

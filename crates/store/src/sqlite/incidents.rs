@@ -36,6 +36,19 @@ impl IncidentStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<TriggerOutcome> {
+        if dedup {
+            // Fast path: a repeated trigger only reads (WAL readers run
+            // beside the writer). Answering from this snapshot is correct:
+            // the incident was open when we looked.
+            let mut conn = self.reader.acquire().await?;
+            let key = new.key.as_deref();
+            let message = key.is_none().then_some(new.message.as_str());
+            if let Some(existing) =
+                open_incident(&mut conn, account_id, service_id, key, message).await?
+            {
+                return Ok(TriggerOutcome::Deduplicated(existing));
+            }
+        }
         // The single writer connection serialises this whole transaction
         // against every other write, so check-then-insert cannot race.
         let mut tx = self.writer.begin().await?;
@@ -65,7 +78,7 @@ impl IncidentStore for SqliteStore {
                 Err(StoreError::Taken("key"))
             };
         }
-        let pc = load_policy_context(&mut tx, service_id).await?;
+        let pc = load_policy_context(&mut tx, service_id, now).await?;
         let change = plan(None, Cause::Open, &pc, now)?.ok_or_else(|| {
             StoreError::Conflict("the engine declined to open the incident".into())
         })?;
@@ -201,7 +214,7 @@ impl IncidentStore for SqliteStore {
     ) -> Result<ActOutcome> {
         let mut tx = self.writer.begin().await?;
         let before = fetch(&mut tx, account_id, id).await?;
-        let pc = load_policy_context(&mut tx, &before.service_id).await?;
+        let pc = load_policy_context(&mut tx, &before.service_id, now).await?;
         let Some(change) = plan(Some(&before), Cause::Act(action), &pc, now)? else {
             return Ok(ActOutcome::Unchanged(before));
         };

@@ -11,6 +11,7 @@
 mod accounts;
 mod incidents;
 mod policies;
+mod schedules;
 mod services;
 mod timers;
 

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use klaxon_core::engine::{Cause, TimerKind};
-use klaxon_core::time::Millis;
+use klaxon_core::time::{Millis, DAY_MS};
 use sqlx::SqliteConnection;
 
 use super::incidents::fetch;
@@ -40,7 +40,7 @@ impl TimerStore for SqliteStore {
                 continue;
             };
             let before = fetch(&mut tx, &account_id, &incident_id).await?;
-            let pc = load_policy_context(&mut tx, &before.service_id).await?;
+            let pc = load_policy_context(&mut tx, &before.service_id, now).await?;
             // Timers never make impossible moves: a stale one plans nothing.
             let change = plan(Some(&before), Cause::Timer(kind), &pc, now)
                 .ok()
@@ -101,6 +101,7 @@ impl SqliteStore {
 pub(super) async fn load_policy_context(
     conn: &mut SqliteConnection,
     service_id: &str,
+    now: Millis,
 ) -> Result<PolicyContext> {
     let row: Option<(String, String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
         "SELECT s.account_id, s.policy_id, p.loop_limit, s.acknowledge_timeout, s.auto_resolve_timeout
@@ -111,11 +112,19 @@ pub(super) async fn load_policy_context(
     .await?;
     let (account_id, policy_id, loop_limit, acknowledge_timeout, auto_resolve_timeout) =
         row.ok_or(StoreError::NotFound)?;
+    let rules = rules_of(&mut *conn, &account_id, &policy_id).await?;
+    let mut schedules = std::collections::HashMap::new();
+    for id in PolicyContext::schedule_ids(&rules) {
+        // Overrides that ended a day before `now` cannot matter any more.
+        let data = super::schedules::load(&mut *conn, &account_id, &id, now - DAY_MS).await?;
+        schedules.insert(id, data.to_core());
+    }
     Ok(PolicyContext {
-        rules: rules_of(conn, &account_id, &policy_id).await?,
+        rules,
         loop_limit,
         acknowledge_timeout,
         auto_resolve_timeout,
+        schedules,
     })
 }
 
