@@ -29,6 +29,21 @@ pub(crate) struct PolicyContext {
     pub schedules: HashMap<String, klaxon_core::schedule::Schedule>,
 }
 
+/// The service and policy settings `load_policy_context` reads in one query.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct ServicePolicyRow {
+    /// The service's account.
+    pub account_id: String,
+    /// Its policy.
+    pub policy_id: String,
+    /// The policy's loop limit.
+    pub loop_limit: i64,
+    /// Minutes, or off.
+    pub acknowledge_timeout: Option<i64>,
+    /// Minutes, or off.
+    pub auto_resolve_timeout: Option<i64>,
+}
+
 /// The new values of an incident row, and its timer changes.
 #[derive(Debug, Clone)]
 pub(crate) struct Change {
@@ -155,4 +170,143 @@ fn change(before: Option<&Incident>, d: Decision, pc: &PolicyContext, now: Milli
             .map(|(k, due)| (k.as_str(), *due))
             .collect(),
     }
+}
+
+/// A due timer as the engine selects it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct DueTimer {
+    /// Timer id.
+    pub id: String,
+    /// Its incident.
+    pub incident_id: String,
+    /// Stored kind.
+    pub kind: String,
+    /// When it came due.
+    pub due_at: Millis,
+}
+
+/// One incident's net effect of a batch of fired timers.
+#[derive(Debug, Clone)]
+pub(crate) struct IncidentWrite {
+    /// The incident after every change of the batch.
+    pub after: Incident,
+    /// Timer kinds to delete (of the timers that existed before the batch).
+    pub cancel: Vec<&'static str>,
+}
+
+/// Everything a batch of fired timers writes, computed in memory so the
+/// backends can write it with a few set-based statements.
+#[derive(Debug, Default)]
+pub(crate) struct BatchPlan {
+    /// What fired (for the engine's report).
+    pub fired: Vec<crate::FiredTimer>,
+    /// Fired timers to delete.
+    pub delete: Vec<String>,
+    /// Changed incidents (final values and cancellations).
+    pub incidents: Vec<IncidentWrite>,
+    /// Timers to insert: (account, incident, kind, due).
+    pub insert: Vec<(String, String, &'static str, Millis)>,
+    /// Audit events: (account, incident, action, changeset).
+    pub events: Vec<(String, String, String, serde_json::Value)>,
+}
+
+/// Plans a batch of due timers. `incidents` holds the (locked) incidents
+/// by id — a timer whose incident is missing is left alone (busy or
+/// deleted); `contexts` the policy context of every service involved.
+/// Timers of one incident apply in order, each to the previous one's
+/// result; a timer an earlier change cancelled does not fire.
+pub(crate) fn plan_batch(
+    due: &[DueTimer],
+    mut incidents: HashMap<String, Incident>,
+    contexts: &HashMap<String, PolicyContext>,
+    now: Millis,
+) -> BatchPlan {
+    use klaxon_core::engine::TimerKind;
+    let mut out = BatchPlan::default();
+    // Per incident: kinds cancelled so far, and timers armed so far.
+    let mut cancelled: HashMap<String, Vec<&'static str>> = HashMap::new();
+    let mut armed: HashMap<String, Vec<(&'static str, Millis)>> = HashMap::new();
+    let mut changed: Vec<String> = Vec::new();
+    for t in due {
+        let Some(current) = incidents.get_mut(&t.incident_id) else {
+            continue;
+        };
+        if cancelled
+            .get(&t.incident_id)
+            .is_some_and(|k| k.contains(&t.kind.as_str()))
+        {
+            // Deleted with its kind by an earlier change of this batch.
+            continue;
+        }
+        out.delete.push(t.id.clone());
+        let Some(kind) = TimerKind::parse(&t.kind) else {
+            tracing::error!(timer = %t.id, kind = %t.kind, "dropping timer of unknown kind");
+            continue;
+        };
+        let change = contexts.get(&current.service_id).and_then(|pc| {
+            plan(Some(&*current), Cause::Timer(kind), pc, now)
+                .ok()
+                .flatten()
+                .map(|c| (c, pc))
+        });
+        out.fired.push(crate::FiredTimer {
+            kind: kind.as_str().to_owned(),
+            incident_id: t.incident_id.clone(),
+            due_at: t.due_at,
+            fired_at: now,
+            acted: change.is_some(),
+        });
+        let Some((change, pc)) = change else { continue };
+        let changes = crate::util::transition_changeset(
+            current,
+            change.state,
+            &change.current_user_id,
+            &change.current_policy_rule_id,
+            change.loop_count,
+        );
+        out.events.push((
+            current.account_id.clone(),
+            current.id.clone(),
+            format!("incident.{}", change.action.as_str()),
+            changes,
+        ));
+        let kinds = cancelled.entry(t.incident_id.clone()).or_default();
+        let pending = armed.entry(t.incident_id.clone()).or_default();
+        for k in &change.cancel {
+            pending.retain(|(p, _)| p != k);
+            if !kinds.contains(k) {
+                kinds.push(k);
+            }
+        }
+        pending.extend(change.schedule.iter().copied());
+        current.state = change.state.as_str().to_owned();
+        current.acknowledged_at = change.acknowledged_at;
+        current.resolved_at = change.resolved_at;
+        current.current_policy_id = change
+            .current_policy_rule_id
+            .as_ref()
+            .and_then(|id| pc.rules.iter().find(|r| &r.id == id))
+            .map(|r| r.policy_id.clone());
+        current.current_user_id = change.current_user_id;
+        current.current_policy_rule_id = change.current_policy_rule_id;
+        current.escalation_loop_count = change.loop_count;
+        current.updated_at = now;
+        if !changed.contains(&t.incident_id) {
+            changed.push(t.incident_id.clone());
+        }
+    }
+    for id in changed {
+        let Some(after) = incidents.remove(&id) else {
+            continue;
+        };
+        for (kind, due) in armed.remove(&id).unwrap_or_default() {
+            out.insert
+                .push((after.account_id.clone(), id.clone(), kind, due));
+        }
+        out.incidents.push(IncidentWrite {
+            after,
+            cancel: cancelled.remove(&id).unwrap_or_default(),
+        });
+    }
+    out
 }

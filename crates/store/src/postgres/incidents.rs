@@ -17,7 +17,7 @@ use crate::{
     NewIncident, Result, StoreError, TriggerOutcome,
 };
 
-const INCIDENT_SELECT: &str = "SELECT i.id, i.account_id, i.service_id, i.state, i.message, i.description,
+pub(super) const INCIDENT_SELECT: &str = "SELECT i.id, i.account_id, i.service_id, i.state, i.message, i.description,
     i.details, i.key, i.current_user_id, i.current_policy_rule_id, r.policy_id AS current_policy_id,
     i.escalation_loop_count, i.triggered_at, i.acknowledged_at, i.resolved_at, i.created_at, i.updated_at
     FROM incidents i LEFT JOIN policy_rules r ON r.id = i.current_policy_rule_id";
@@ -47,6 +47,14 @@ impl IncidentStore for PgStore {
             // the service lock. Answering from this snapshot is correct:
             // the incident was open when we looked.
             let mut conn = self.pool.acquire().await?;
+            let state: Option<(String,)> =
+                sqlx::query_as("SELECT state FROM services WHERE id = $1")
+                    .bind(service_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if state.is_some_and(|(s,)| s != "enabled") {
+                return Err(crate::util::service_disabled());
+            }
             let key = new.key.as_deref();
             let message = key.is_none().then_some(new.message.as_str());
             if let Some(existing) =
@@ -81,6 +89,7 @@ impl IncidentStore for PgStore {
             (None, false) => None,
         };
         if let Some(existing) = existing {
+            tx.rollback().await?;
             return if dedup {
                 Ok(TriggerOutcome::Deduplicated(existing))
             } else {
@@ -243,9 +252,12 @@ impl IncidentStore for PgStore {
         let before = fetch(&mut tx, account_id, id).await?;
         let pc = load_policy_context(&mut tx, &before.service_id, now).await?;
         let Some(change) = plan(Some(&before), Cause::Act(action), &pc, now)? else {
+            // Release the row lock now, not whenever the pool gets to it.
+            tx.rollback().await?;
             return Ok(ActOutcome::Unchanged(before));
         };
-        let incident = apply_change(&mut tx, &before, &change, actor, now).await?;
+        apply_change(&mut tx, &before, &change, actor, now).await?;
+        let incident = fetch(&mut tx, account_id, id).await?;
         tx.commit().await?;
         self.timers_armed(&change);
         Ok(ActOutcome::Changed(incident))

@@ -1,14 +1,16 @@
 //! Durable timers (SQLite), and carrying out engine decisions.
 
 use async_trait::async_trait;
-use klaxon_core::engine::{Cause, TimerKind};
 use klaxon_core::time::{Millis, DAY_MS};
-use sqlx::SqliteConnection;
+use std::collections::HashMap;
 
-use super::incidents::fetch;
+use sqlx::types::Json;
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+
+use super::incidents::INCIDENT_SELECT;
 use super::policies::rules_of;
 use super::{insert_event, SqliteStore};
-use crate::plan::{plan, Change, PolicyContext};
+use crate::plan::{plan_batch, BatchPlan, Change, DueTimer, PolicyContext, ServicePolicyRow};
 use crate::util::{new_id, transition_changeset};
 use crate::{Actor, FiredTimer, Incident, Result, StoreError, Timer, TimerStore};
 
@@ -16,52 +18,43 @@ use crate::{Actor, FiredTimer, Incident, Result, StoreError, Timer, TimerStore};
 impl TimerStore for SqliteStore {
     async fn fire_due_timers(&self, now: Millis, limit: i64) -> Result<Vec<FiredTimer>> {
         let mut tx = self.writer.begin().await?;
-        let due: Vec<(String, String, String, String, Millis)> = sqlx::query_as(
-            "SELECT id, account_id, incident_id, kind, due_at FROM timers
+        let due: Vec<DueTimer> = sqlx::query_as(
+            "SELECT id, incident_id, kind, due_at FROM timers
              WHERE due_at <= ? ORDER BY due_at, id LIMIT ?",
         )
         .bind(now)
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        let mut fired = Vec::with_capacity(due.len());
-        let mut armed = false;
-        for (timer_id, account_id, incident_id, kind, due_at) in due {
-            // An earlier timer in this batch may have cancelled this one.
-            let gone = sqlx::query("DELETE FROM timers WHERE id = ?")
-                .bind(&timer_id)
-                .execute(&mut *tx)
-                .await?;
-            if gone.rows_affected() == 0 {
-                continue;
-            }
-            let Some(kind) = TimerKind::parse(&kind) else {
-                tracing::error!(timer = %timer_id, kind, "dropping timer of unknown kind");
-                continue;
-            };
-            let before = fetch(&mut tx, &account_id, &incident_id).await?;
-            let pc = load_policy_context(&mut tx, &before.service_id, now).await?;
-            // Timers never make impossible moves: a stale one plans nothing.
-            let change = plan(Some(&before), Cause::Timer(kind), &pc, now)
-                .ok()
-                .flatten();
-            if let Some(change) = &change {
-                apply_change(&mut tx, &before, change, &Actor::System, now).await?;
-                armed |= !change.schedule.is_empty();
-            }
-            fired.push(FiredTimer {
-                kind: kind.as_str().to_owned(),
-                incident_id,
-                due_at,
-                fired_at: now,
-                acted: change.is_some(),
-            });
+        if due.is_empty() {
+            return Ok(Vec::new());
         }
+        let mut ids: Vec<&str> = due.iter().map(|t| t.incident_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut q = QueryBuilder::<Sqlite>::new(format!("{INCIDENT_SELECT} WHERE i.id IN ("));
+        let mut list = q.separated(", ");
+        for id in &ids {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        let rows: Vec<Incident> = q.build_query_as().fetch_all(&mut *tx).await?;
+        // Timers of one service share its policy: load it once a batch.
+        let mut contexts: HashMap<String, PolicyContext> = HashMap::new();
+        for i in &rows {
+            if !contexts.contains_key(&i.service_id) {
+                let pc = load_policy_context(&mut tx, &i.service_id, now).await?;
+                contexts.insert(i.service_id.clone(), pc);
+            }
+        }
+        let incidents = rows.into_iter().map(|i| (i.id.clone(), i)).collect();
+        let batch = plan_batch(&due, incidents, &contexts, now);
+        write_batch(&mut tx, &batch, now).await?;
         tx.commit().await?;
-        if armed {
+        if !batch.insert.is_empty() {
             self.timer_notify.notify_one();
         }
-        Ok(fired)
+        Ok(batch.fired)
     }
 
     async fn next_timer_due(&self) -> Result<Option<Millis>> {
@@ -97,21 +90,98 @@ impl SqliteStore {
     }
 }
 
+/// Writes a planned batch with a handful of set-based statements.
+async fn write_batch(conn: &mut SqliteConnection, batch: &BatchPlan, now: Millis) -> Result<()> {
+    if !batch.delete.is_empty() {
+        let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM timers WHERE id IN (");
+        let mut list = q.separated(", ");
+        for id in &batch.delete {
+            list.push_bind(id);
+        }
+        q.push(")");
+        q.build().execute(&mut *conn).await?;
+    }
+    for w in &batch.incidents {
+        let i = &w.after;
+        if !w.cancel.is_empty() {
+            let marks = vec!["?"; w.cancel.len()].join(", ");
+            let sql = format!("DELETE FROM timers WHERE incident_id = ? AND kind IN ({marks})");
+            let mut q = sqlx::query(&sql).bind(&i.id);
+            for kind in &w.cancel {
+                q = q.bind(kind);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        sqlx::query(
+            "UPDATE incidents SET state = ?, acknowledged_at = ?, resolved_at = ?, current_user_id = ?,
+                current_policy_rule_id = ?, escalation_loop_count = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(&i.state)
+        .bind(i.acknowledged_at)
+        .bind(i.resolved_at)
+        .bind(&i.current_user_id)
+        .bind(&i.current_policy_rule_id)
+        .bind(i.escalation_loop_count)
+        .bind(i.updated_at)
+        .bind(&i.id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    // SQLite allows 32766 bound values per statement; chunk well below it.
+    for chunk in batch.insert.chunks(1000) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO timers (id, account_id, incident_id, kind, due_at, created_at) ",
+        );
+        q.push_values(chunk, |mut row, (account, incident, kind, due)| {
+            row.push_bind(new_id())
+                .push_bind(account)
+                .push_bind(incident)
+                .push_bind(*kind)
+                .push_bind(*due)
+                .push_bind(now);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    for chunk in batch.events.chunks(1000) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (id, account_id, action, source_type, source_id, actor_type, actor_id, changeset, created_at) ",
+        );
+        q.push_values(chunk, |mut row, (account, incident, action, changes)| {
+            row.push_bind(new_id())
+                .push_bind(account)
+                .push_bind(action)
+                .push_bind("incident")
+                .push_bind(incident)
+                .push_bind("system")
+                .push_bind(None::<String>)
+                .push_bind(Json(changes))
+                .push_bind(now);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Loads what the engine needs about an incident's service and policy.
 pub(super) async fn load_policy_context(
     conn: &mut SqliteConnection,
     service_id: &str,
     now: Millis,
 ) -> Result<PolicyContext> {
-    let row: Option<(String, String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+    let row: Option<ServicePolicyRow> = sqlx::query_as(
         "SELECT s.account_id, s.policy_id, p.loop_limit, s.acknowledge_timeout, s.auto_resolve_timeout
          FROM services s JOIN policies p ON p.id = s.policy_id WHERE s.id = ?",
     )
     .bind(service_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let (account_id, policy_id, loop_limit, acknowledge_timeout, auto_resolve_timeout) =
-        row.ok_or(StoreError::NotFound)?;
+    let ServicePolicyRow {
+        account_id,
+        policy_id,
+        loop_limit,
+        acknowledge_timeout,
+        auto_resolve_timeout,
+    } = row.ok_or(StoreError::NotFound)?;
     let rules = rules_of(&mut *conn, &account_id, &policy_id).await?;
     let mut schedules = std::collections::HashMap::new();
     for id in PolicyContext::schedule_ids(&rules) {
@@ -136,12 +206,14 @@ pub(super) async fn write_timers(
     change: &Change,
     now: Millis,
 ) -> Result<()> {
-    for kind in &change.cancel {
-        sqlx::query("DELETE FROM timers WHERE incident_id = ? AND kind = ?")
-            .bind(incident_id)
-            .bind(kind)
-            .execute(&mut *conn)
-            .await?;
+    if !change.cancel.is_empty() {
+        let marks = vec!["?"; change.cancel.len()].join(", ");
+        let sql = format!("DELETE FROM timers WHERE incident_id = ? AND kind IN ({marks})");
+        let mut q = sqlx::query(&sql).bind(incident_id);
+        for kind in &change.cancel {
+            q = q.bind(kind);
+        }
+        q.execute(&mut *conn).await?;
     }
     for (kind, due) in &change.schedule {
         sqlx::query(
@@ -160,14 +232,14 @@ pub(super) async fn write_timers(
 }
 
 /// Writes a planned change of an existing incident: the row, its timers
-/// and the audit event. Returns the incident as it now is.
+/// and the audit event.
 pub(super) async fn apply_change(
     conn: &mut SqliteConnection,
     before: &Incident,
     change: &Change,
     actor: &Actor,
     now: Millis,
-) -> Result<Incident> {
+) -> Result<()> {
     let account_id = &before.account_id;
     sqlx::query(
         "UPDATE incidents SET state = ?, acknowledged_at = ?, resolved_at = ?, current_user_id = ?,
@@ -197,6 +269,5 @@ pub(super) async fn apply_change(
     insert_event(
         conn, account_id, &event, "incident", &before.id, actor, &changes, now,
     )
-    .await?;
-    fetch(conn, account_id, &before.id).await
+    .await
 }
