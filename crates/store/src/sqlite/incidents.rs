@@ -57,83 +57,25 @@ impl IncidentStore for SqliteStore {
                 return Ok(TriggerOutcome::Deduplicated(existing));
             }
         }
-        // The single writer connection serialises this whole transaction
-        // against every other write, so check-then-insert cannot race.
-        let mut tx = self.writer.begin().await?;
-        let service: Option<(String,)> =
-            sqlx::query_as("SELECT state FROM services WHERE account_id = ? AND id = ?")
-                .bind(account_id)
-                .bind(service_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (state,) = service.ok_or(StoreError::NotFound)?;
-        if state != "enabled" {
-            return Err(crate::util::service_disabled());
-        }
-        let existing = match (&new.key, dedup) {
-            (Some(key), _) => {
-                open_incident(&mut tx, account_id, service_id, Some(key), None).await?
-            }
-            (None, true) => {
-                open_incident(&mut tx, account_id, service_id, None, Some(&new.message)).await?
-            }
-            (None, false) => None,
-        };
-        if let Some(existing) = existing {
-            tx.rollback().await?;
-            return if dedup {
-                Ok(TriggerOutcome::Deduplicated(existing))
-            } else {
-                Err(StoreError::Taken("key"))
-            };
-        }
-        let pc = load_policy_context(&mut tx, service_id, now).await?;
-        let change = plan(None, Cause::Open, &pc, now)?.ok_or_else(|| {
-            StoreError::Conflict("the engine declined to open the incident".into())
-        })?;
-        let id = new_id();
-        let key = new.key.clone().unwrap_or_else(new_incident_key);
-        sqlx::query(
-            "INSERT INTO incidents (id, account_id, service_id, state, message, description, details, key,
-                current_user_id, current_policy_rule_id, escalation_loop_count, triggered_at, created_at, updated_at)
-             VALUES (?, ?, ?, 'triggered', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(account_id)
-        .bind(service_id)
-        .bind(&new.message)
-        .bind(&new.description)
-        .bind(new.details.as_ref().map(Json))
-        .bind(&key)
-        .bind(&change.current_user_id)
-        .bind(&change.current_policy_rule_id)
-        .bind(change.loop_count)
-        .bind(now)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        write_timers(&mut tx, account_id, &id, &change, now).await?;
-        let changes = json!({
-            "state": "triggered", "message": new.message, "description": new.description,
-            "details": new.details, "key": key, "current_user_id": change.current_user_id,
-            "current_policy_rule_id": change.current_policy_rule_id, "escalation_loop_count": change.loop_count,
-        });
-        insert_event(
-            &mut tx,
-            account_id,
-            "incident.create",
-            "incident",
-            &id,
-            actor,
-            &changes,
+        // Opening incidents goes through the group-commit batcher: one
+        // transaction (one fsync) for every trigger queued meanwhile.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = TriggerJob {
+            account_id: account_id.to_owned(),
+            service_id: service_id.to_owned(),
+            new: new.clone(),
+            dedup,
+            actor: actor.clone(),
             now,
-        )
-        .await?;
-        let incident = fetch(&mut tx, account_id, &id).await?;
-        tx.commit().await?;
-        self.timers_armed(&change);
-        Ok(TriggerOutcome::Created(incident))
+            reply,
+        };
+        self.triggers
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Backend(sqlx::Error::PoolClosed))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Backend(sqlx::Error::PoolClosed))?
     }
 
     async fn list_incidents(
@@ -362,4 +304,183 @@ fn push_event_filter<'a>(
         qb.push(" AND source_type = ").push_bind(source_type);
         qb.push(" AND source_id = ").push_bind(source_id);
     }
+}
+
+/// One trigger, queued for the batcher.
+pub(super) struct TriggerJob {
+    account_id: String,
+    service_id: String,
+    new: NewIncident,
+    dedup: bool,
+    actor: Actor,
+    now: Millis,
+    reply: tokio::sync::oneshot::Sender<Result<TriggerOutcome>>,
+}
+
+/// Most triggers committed together.
+const TRIGGER_BATCH: usize = 128;
+
+/// Group commit for opening incidents. SQLite commits one transaction at a
+/// time and each durable commit costs an fsync, so under load the triggers
+/// waiting in the queue are written in one transaction, each inside its
+/// own savepoint (a failing trigger rolls back alone). Nobody is answered
+/// before the commit: a 201 still means the incident is on disk. A lone
+/// trigger is not delayed: the batch is whatever is queued when the writer
+/// is free.
+pub(super) async fn run_trigger_batcher(
+    writer: sqlx::SqlitePool,
+    mut jobs: tokio::sync::mpsc::Receiver<TriggerJob>,
+    notify: std::sync::Arc<tokio::sync::Notify>,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < TRIGGER_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        match trigger_batch(&writer, &batch).await {
+            Ok(results) => {
+                let mut armed = false;
+                for (job, result) in batch.into_iter().zip(results) {
+                    let result = result.map(|(outcome, a)| {
+                        armed |= a;
+                        outcome
+                    });
+                    let _ = job.reply.send(result);
+                }
+                if armed {
+                    notify.notify_one();
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "trigger batch failed");
+                let message = err.to_string();
+                for job in batch {
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Backend(sqlx::Error::Protocol(
+                            message.clone(),
+                        ))));
+                }
+            }
+        }
+    }
+}
+
+type TriggerResult = Result<(TriggerOutcome, bool)>;
+
+async fn trigger_batch(
+    writer: &sqlx::SqlitePool,
+    batch: &[TriggerJob],
+) -> Result<Vec<TriggerResult>> {
+    let mut tx = writer.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+        let result = trigger_in(
+            &mut savepoint,
+            &job.account_id,
+            &job.service_id,
+            &job.new,
+            job.dedup,
+            &job.actor,
+            job.now,
+        )
+        .await;
+        match &result {
+            Ok((TriggerOutcome::Created(_), _)) => savepoint.commit().await?,
+            _ => savepoint.rollback().await?,
+        }
+        results.push(result);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Opens one incident inside the caller's transaction. The single writer
+/// connection serialises it against every other write, so
+/// check-then-insert cannot race.
+#[allow(clippy::too_many_arguments)]
+async fn trigger_in(
+    tx: &mut SqliteConnection,
+    account_id: &str,
+    service_id: &str,
+    new: &NewIncident,
+    dedup: bool,
+    actor: &Actor,
+    now: Millis,
+) -> TriggerResult {
+    let service: Option<(String,)> =
+        sqlx::query_as("SELECT state FROM services WHERE account_id = ? AND id = ?")
+            .bind(account_id)
+            .bind(service_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (state,) = service.ok_or(StoreError::NotFound)?;
+    if state != "enabled" {
+        return Err(crate::util::service_disabled());
+    }
+    let existing = match (&new.key, dedup) {
+        (Some(key), _) => open_incident(&mut *tx, account_id, service_id, Some(key), None).await?,
+        (None, true) => {
+            open_incident(&mut *tx, account_id, service_id, None, Some(&new.message)).await?
+        }
+        (None, false) => None,
+    };
+    if let Some(existing) = existing {
+        return if dedup {
+            Ok((TriggerOutcome::Deduplicated(existing), false))
+        } else {
+            Err(StoreError::Taken("key"))
+        };
+    }
+    let pc = load_policy_context(&mut *tx, service_id, now).await?;
+    let change = plan(None, Cause::Open, &pc, now)?
+        .ok_or_else(|| StoreError::Conflict("the engine declined to open the incident".into()))?;
+    let id = new_id();
+    let key = new.key.clone().unwrap_or_else(new_incident_key);
+    sqlx::query(
+            "INSERT INTO incidents (id, account_id, service_id, state, message, description, details, key,
+                current_user_id, current_policy_rule_id, escalation_loop_count, triggered_at, created_at, updated_at)
+             VALUES (?, ?, ?, 'triggered', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(account_id)
+        .bind(service_id)
+        .bind(&new.message)
+        .bind(&new.description)
+        .bind(new.details.as_ref().map(Json))
+        .bind(&key)
+        .bind(&change.current_user_id)
+        .bind(&change.current_policy_rule_id)
+        .bind(change.loop_count)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    write_timers(&mut *tx, account_id, &id, &change, now).await?;
+    let changes = json!({
+        "state": "triggered", "message": new.message, "description": new.description,
+        "details": new.details, "key": key, "current_user_id": change.current_user_id,
+        "current_policy_rule_id": change.current_policy_rule_id, "escalation_loop_count": change.loop_count,
+    });
+    insert_event(
+        &mut *tx,
+        account_id,
+        "incident.create",
+        "incident",
+        &id,
+        actor,
+        &changes,
+        now,
+    )
+    .await?;
+    let incident = fetch(&mut *tx, account_id, &id).await?;
+    Ok((
+        TriggerOutcome::Created(incident),
+        !change.schedule.is_empty(),
+    ))
 }

@@ -37,6 +37,8 @@ pub struct SqliteStore {
     /// Wakes the engine when a commit arms a timer (one process per file,
     /// so an in-process signal reaches every engine there is).
     timer_notify: std::sync::Arc<tokio::sync::Notify>,
+    /// Queue of the group-commit trigger batcher (`incidents.rs`).
+    triggers: tokio::sync::mpsc::Sender<incidents::TriggerJob>,
 }
 
 impl SqliteStore {
@@ -65,10 +67,18 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true))
             .await?;
+        let timer_notify: std::sync::Arc<tokio::sync::Notify> = Default::default();
+        let (triggers, jobs) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(incidents::run_trigger_batcher(
+            writer.clone(),
+            jobs,
+            timer_notify.clone(),
+        ));
         Ok(SqliteStore {
             writer,
             reader,
-            timer_notify: Default::default(),
+            timer_notify,
+            triggers,
         })
     }
 }
