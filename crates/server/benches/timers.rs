@@ -175,7 +175,8 @@ async fn main() {
     };
     let store = klaxon_store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
-    let workers = if backend == "postgres" { 16 } else { 1 };
+    // Concurrent openers: PostgreSQL runs them in parallel, SQLite group-commits them.
+    let workers = 16;
     println!("backend: {backend}, {n} timers, release build");
 
     // Scenario 1: n timers due over `spread` ms, far in the (virtual) future.

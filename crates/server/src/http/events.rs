@@ -47,67 +47,62 @@ pub async fn list_events(
     list(&state, &auth, &uri, params, None).await
 }
 
-/// `GET /incidents/:id/events`
-pub async fn list_incident_events(
-    State(state): State<AppState>,
-    auth: Auth,
-    OriginalUri(uri): OriginalUri,
-    Path(id): Path<String>,
-    Params(params): Params<PageParams>,
+/// Events of one resource, after checking it exists in the caller's
+/// account (another account's id is a 404, not an empty list).
+async fn source_events(
+    state: &AppState,
+    auth: &Auth,
+    uri: &Uri,
+    params: PageParams,
+    kind: &str,
+    id: &str,
 ) -> Listing {
-    let id = path_id(&id)?;
-    state.store.get_incident(&auth.account_id, id).await?;
-    list(&state, &auth, &uri, params, Some(("incident", id))).await
+    let (store, account) = (&state.store, auth.account_id.as_str());
+    let id = path_id(id)?;
+    match kind {
+        "incident" => {
+            store.get_incident(account, id).await?;
+        }
+        "service" => {
+            store.get_service(account, id).await?;
+        }
+        "policy" => {
+            store.get_policy(account, id).await?;
+        }
+        "user" => {
+            store.get_user(account, id).await?;
+        }
+        _ => {
+            store.get_schedule(account, id).await?;
+        }
+    }
+    list(state, auth, uri, params, Some((kind, id))).await
 }
 
-/// `GET /services/:id/events`
-pub async fn list_service_events(
-    State(state): State<AppState>,
-    auth: Auth,
-    OriginalUri(uri): OriginalUri,
-    Path(id): Path<String>,
-    Params(params): Params<PageParams>,
-) -> Listing {
-    let id = path_id(&id)?;
-    state.store.get_service(&auth.account_id, id).await?;
-    list(&state, &auth, &uri, params, Some(("service", id))).await
+macro_rules! resource_events {
+    ($($(#[$doc:meta])* $name:ident => $kind:literal),* $(,)?) => {$(
+        $(#[$doc])*
+        pub async fn $name(
+            State(state): State<AppState>,
+            auth: Auth,
+            OriginalUri(uri): OriginalUri,
+            Path(id): Path<String>,
+            Params(params): Params<PageParams>,
+        ) -> Listing {
+            source_events(&state, &auth, &uri, params, $kind, &id).await
+        }
+    )*};
 }
 
-/// `GET /policies/:id/events`
-pub async fn list_policy_events(
-    State(state): State<AppState>,
-    auth: Auth,
-    OriginalUri(uri): OriginalUri,
-    Path(id): Path<String>,
-    Params(params): Params<PageParams>,
-) -> Listing {
-    let id = path_id(&id)?;
-    state.store.get_policy(&auth.account_id, id).await?;
-    list(&state, &auth, &uri, params, Some(("policy", id))).await
-}
-
-/// `GET /users/:id/events`
-pub async fn list_user_events(
-    State(state): State<AppState>,
-    auth: Auth,
-    OriginalUri(uri): OriginalUri,
-    Path(id): Path<String>,
-    Params(params): Params<PageParams>,
-) -> Listing {
-    let id = path_id(&id)?;
-    state.store.get_user(&auth.account_id, id).await?;
-    list(&state, &auth, &uri, params, Some(("user", id))).await
-}
-
-/// `GET /schedules/:id/events`
-pub async fn list_schedule_events(
-    State(state): State<AppState>,
-    auth: Auth,
-    OriginalUri(uri): OriginalUri,
-    Path(id): Path<String>,
-    Params(params): Params<PageParams>,
-) -> Listing {
-    let id = path_id(&id)?;
-    state.store.get_schedule(&auth.account_id, id).await?;
-    list(&state, &auth, &uri, params, Some(("schedule", id))).await
+resource_events! {
+    /// `GET /incidents/:id/events`
+    list_incident_events => "incident",
+    /// `GET /services/:id/events`
+    list_service_events => "service",
+    /// `GET /policies/:id/events`
+    list_policy_events => "policy",
+    /// `GET /users/:id/events`
+    list_user_events => "user",
+    /// `GET /schedules/:id/events`
+    list_schedule_events => "schedule",
 }
