@@ -18,6 +18,8 @@ mod concurrency;
 mod listing;
 #[path = "contract/policies.rs"]
 mod policies;
+#[path = "contract/schedules.rs"]
+mod schedules;
 #[path = "contract/services.rs"]
 mod services;
 #[path = "contract/timers.rs"]
@@ -106,6 +108,16 @@ contract_tests!(
     timers::manual_escalation_rearms_and_resolve_cancels,
     timers::concurrent_engines_fire_each_timer_once,
     timers::actions_race_with_the_engine,
+    schedules::schedule_crud,
+    schedules::layers_positions_and_users,
+    schedules::overrides_crud,
+    schedules::schedule_tenant_isolation,
+    schedules::user_in_a_rotation_cannot_be_deleted,
+    schedules::on_call_follows_layers_and_overrides,
+    schedules::trigger_assigns_the_schedule_on_call,
+    schedules::escalation_pages_whoever_is_on_call_then,
+    schedules::concurrent_layer_appends,
+    schedules::concurrent_user_deletion_and_rotation,
 );
 
 // ---------------------------------------------------------------------------
