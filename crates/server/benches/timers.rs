@@ -5,7 +5,7 @@
 //! ```text
 //! cargo bench -p klaxon-server --bench timers                                # SQLite
 //! KLAXON_BENCH_BACKEND=postgres cargo bench -p klaxon-server --bench timers
-//! KLAXON_BENCH_TIMERS=100000 KLAXON_BENCH_SPREAD_SECONDS=20 cargo bench …
+//! KLAXON_BENCH_TIMERS=100000 KLAXON_BENCH_SPREAD_SECONDS=60 cargo bench …
 //! ```
 //!
 //! Incidents are opened through the store with chosen `now`s so that their
@@ -163,7 +163,7 @@ fn pct(v: &[Millis], p: f64) -> Millis {
 #[tokio::main]
 async fn main() {
     let n = env_num("KLAXON_BENCH_TIMERS", 100_000) as usize;
-    let spread = env_num("KLAXON_BENCH_SPREAD_SECONDS", 20) as Millis * 1000;
+    let spread = env_num("KLAXON_BENCH_SPREAD_SECONDS", 60) as Millis * 1000;
     let backend = std::env::var("KLAXON_BENCH_BACKEND").unwrap_or_else(|_| "sqlite".into());
     let dir = tempfile::tempdir().unwrap();
     let url = if backend == "postgres" {

@@ -210,6 +210,23 @@ pub(crate) struct BatchPlan {
     pub events: Vec<(String, String, String, serde_json::Value)>,
 }
 
+impl BatchPlan {
+    /// Changed incidents grouped by the set of timer kinds they cancel, so
+    /// each group is one `DELETE … WHERE kind IN … AND incident_id IN …`.
+    pub fn cancel_groups(&self) -> Vec<(Vec<&'static str>, Vec<&str>)> {
+        let mut groups: Vec<(Vec<&'static str>, Vec<&str>)> = Vec::new();
+        for w in self.incidents.iter().filter(|w| !w.cancel.is_empty()) {
+            let mut kinds = w.cancel.clone();
+            kinds.sort_unstable();
+            match groups.iter_mut().find(|(k, _)| *k == kinds) {
+                Some((_, ids)) => ids.push(&w.after.id),
+                None => groups.push((kinds, vec![&w.after.id])),
+            }
+        }
+        groups
+    }
+}
+
 /// Plans a batch of due timers. `incidents` holds the (locked) incidents
 /// by id — a timer whose incident is missing is left alone (busy or
 /// deleted); `contexts` the policy context of every service involved.

@@ -157,27 +157,34 @@ async fn write_batch(conn: &mut PgConnection, batch: &BatchPlan, now: Millis) ->
             .execute(&mut *conn)
             .await?;
     }
-    for w in &batch.incidents {
-        let i = &w.after;
-        if !w.cancel.is_empty() {
-            sqlx::query("DELETE FROM timers WHERE incident_id = $1 AND kind = ANY($2)")
-                .bind(&i.id)
-                .bind(&w.cancel)
-                .execute(&mut *conn)
-                .await?;
-        }
+    for (kinds, ids) in batch.cancel_groups() {
+        sqlx::query("DELETE FROM timers WHERE kind = ANY($1) AND incident_id = ANY($2)")
+            .bind(&kinds)
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !batch.incidents.is_empty() {
+        // One UPDATE for the whole batch, the new values as parallel arrays.
+        let rows = || batch.incidents.iter().map(|w| &w.after);
         sqlx::query(
-            "UPDATE incidents SET state = $1, acknowledged_at = $2, resolved_at = $3, current_user_id = $4,
-                current_policy_rule_id = $5, escalation_loop_count = $6, updated_at = $7 WHERE id = $8",
+            "UPDATE incidents AS i SET state = v.state, acknowledged_at = v.acknowledged_at,
+                resolved_at = v.resolved_at, current_user_id = v.current_user_id,
+                current_policy_rule_id = v.current_policy_rule_id,
+                escalation_loop_count = v.escalation_loop_count, updated_at = v.updated_at
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bigint[], $8::bigint[])
+                AS v(id, state, acknowledged_at, resolved_at, current_user_id, current_policy_rule_id,
+                     escalation_loop_count, updated_at)
+             WHERE i.id = v.id",
         )
-        .bind(&i.state)
-        .bind(i.acknowledged_at)
-        .bind(i.resolved_at)
-        .bind(&i.current_user_id)
-        .bind(&i.current_policy_rule_id)
-        .bind(i.escalation_loop_count)
-        .bind(i.updated_at)
-        .bind(&i.id)
+        .bind(rows().map(|i| i.id.as_str()).collect::<Vec<_>>())
+        .bind(rows().map(|i| i.state.as_str()).collect::<Vec<_>>())
+        .bind(rows().map(|i| i.acknowledged_at).collect::<Vec<_>>())
+        .bind(rows().map(|i| i.resolved_at).collect::<Vec<_>>())
+        .bind(rows().map(|i| i.current_user_id.as_deref()).collect::<Vec<_>>())
+        .bind(rows().map(|i| i.current_policy_rule_id.as_deref()).collect::<Vec<_>>())
+        .bind(rows().map(|i| i.escalation_loop_count).collect::<Vec<_>>())
+        .bind(rows().map(|i| i.updated_at).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     }

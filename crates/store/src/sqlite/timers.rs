@@ -101,31 +101,40 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &BatchPlan, now: Millis
         q.push(")");
         q.build().execute(&mut *conn).await?;
     }
-    for w in &batch.incidents {
-        let i = &w.after;
-        if !w.cancel.is_empty() {
-            let marks = vec!["?"; w.cancel.len()].join(", ");
-            let sql = format!("DELETE FROM timers WHERE incident_id = ? AND kind IN ({marks})");
-            let mut q = sqlx::query(&sql).bind(&i.id);
-            for kind in &w.cancel {
-                q = q.bind(kind);
-            }
-            q.execute(&mut *conn).await?;
+    for (kinds, ids) in batch.cancel_groups() {
+        let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM timers WHERE kind IN (");
+        let mut list = q.separated(", ");
+        for kind in kinds {
+            list.push_bind(kind);
         }
-        sqlx::query(
-            "UPDATE incidents SET state = ?, acknowledged_at = ?, resolved_at = ?, current_user_id = ?,
-                current_policy_rule_id = ?, escalation_loop_count = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(&i.state)
-        .bind(i.acknowledged_at)
-        .bind(i.resolved_at)
-        .bind(&i.current_user_id)
-        .bind(&i.current_policy_rule_id)
-        .bind(i.escalation_loop_count)
-        .bind(i.updated_at)
-        .bind(&i.id)
-        .execute(&mut *conn)
-        .await?;
+        q.push(") AND incident_id IN (");
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(id);
+        }
+        q.push(")");
+        q.build().execute(&mut *conn).await?;
+    }
+    // One UPDATE for the whole batch; SQLite names VALUES columns column1…
+    for chunk in batch.incidents.chunks(1000) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "UPDATE incidents SET state = v.column2, acknowledged_at = v.column3, resolved_at = v.column4,
+                current_user_id = v.column5, current_policy_rule_id = v.column6,
+                escalation_loop_count = v.column7, updated_at = v.column8 FROM (",
+        );
+        q.push_values(chunk, |mut row, w| {
+            let i = &w.after;
+            row.push_bind(&i.id)
+                .push_bind(&i.state)
+                .push_bind(i.acknowledged_at)
+                .push_bind(i.resolved_at)
+                .push_bind(&i.current_user_id)
+                .push_bind(&i.current_policy_rule_id)
+                .push_bind(i.escalation_loop_count)
+                .push_bind(i.updated_at);
+        });
+        q.push(") AS v WHERE incidents.id = v.column1");
+        q.build().execute(&mut *conn).await?;
     }
     // SQLite allows 32766 bound values per statement; chunk well below it.
     for chunk in batch.insert.chunks(1000) {
