@@ -239,3 +239,31 @@ pub async fn delete_token(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dummy_hash_is_a_real_argon2_hash() {
+        // If it did not parse, sign-in for unknown emails would return
+        // early and reveal which emails exist through its timing.
+        let parsed =
+            argon2::password_hash::PasswordHash::new(DUMMY_HASH).expect("valid PHC string");
+        assert_eq!(parsed.algorithm.as_str(), "argon2id");
+    }
+
+    #[tokio::test]
+    async fn the_dummy_hash_matches_nothing_typed() {
+        assert!(!crate::password::verify("correct horse".into(), DUMMY_HASH.into()).await);
+    }
+
+    #[tokio::test]
+    async fn passwords_round_trip() {
+        let phc = crate::password::hash("correct horse".into())
+            .await
+            .expect("hash");
+        assert!(crate::password::verify("correct horse".into(), phc.clone()).await);
+        assert!(!crate::password::verify("wrong horse".into(), phc).await);
+    }
+}
