@@ -848,7 +848,22 @@ async fn bad_input_gets_clear_4xx_json(backend: Backend) {
     );
 }
 
+async fn sigterm_shuts_down_cleanly_and_keeps_data(backend: Backend) {
+    let mut server = Server::start(backend).await;
+    let a = server.register("Alpha").await;
+    let s = server.setup_service(&a, "Web", &[&a.user_id], 1).await;
+    let id = server
+        .integration("trigger", &s.integration_key, &[("message", "m")])
+        .await
+        .str("id");
+    assert!(server.terminate(), "exit status 0 after SIGTERM");
+    server.spawn();
+    let inc = server.get(&format!("/incidents/{id}"), &a.token).await;
+    assert_eq!(inc.status, StatusCode::OK, "a 2xx means committed");
+}
+
 both_backends!(
+    sigterm_shuts_down_cleanly_and_keeps_data,
     tenants_are_isolated,
     registration_sessions_tokens_and_me,
     registrations_can_be_closed,
