@@ -64,12 +64,25 @@ impl IncidentStore for PgStore {
             }
         }
         let mut tx = self.pool.begin().await?;
-        // Every trigger on this service queues here, so the open-incident
-        // check below runs (READ COMMITTED: with a fresh snapshot) only
-        // after the previous trigger has committed its incident. The same
-        // lock orders triggers against enable/disable and deletion.
+        // Triggers of the same problem (same service and key, or without a
+        // key the same message) queue on one transaction-scoped advisory
+        // lock, so the open-incident check below runs (READ COMMITTED: with
+        // a fresh snapshot) only after the previous one has committed.
+        // Triggers of different problems run in parallel. `FOR KEY SHARE`
+        // keeps the service from being deleted underneath.
+        let dedup_value = match (&new.key, dedup) {
+            (Some(key), _) => Some(format!("{service_id}:k:{key}")),
+            (None, true) => Some(format!("{service_id}:m:{}", new.message)),
+            (None, false) => None,
+        };
+        if let Some(value) = &dedup_value {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
         let service: Option<(String,)> = sqlx::query_as(
-            "SELECT state FROM services WHERE account_id = $1 AND id = $2 FOR NO KEY UPDATE",
+            "SELECT state FROM services WHERE account_id = $1 AND id = $2 FOR KEY SHARE",
         )
         .bind(account_id)
         .bind(service_id)

@@ -9,11 +9,13 @@
 //! snapshot, sees the committed result.
 //!
 //! Parent rows that are only locked to serialise writers (an account while
-//! its admins change, a policy while its rules move, a service while an
-//! incident is opened on it) are locked `FOR NO KEY UPDATE`: it excludes
+//! its admins change, a policy while its rules move) are locked
+//! `FOR NO KEY UPDATE`: it excludes
 //! other lockers exactly like `FOR UPDATE` does, but not the `FOR KEY SHARE`
 //! locks that foreign-key checks of unrelated inserts take (every audit
 //! event references its account), so those never queue behind it.
+//! Opening incidents serialises only triggers of the same problem, on an
+//! advisory lock (see `incidents.rs`).
 
 mod accounts;
 mod incidents;
