@@ -1,5 +1,7 @@
 //! Incidents and the audit log (SQLite).
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use klaxon_core::engine::Cause;
 use klaxon_core::incident::IncidentAction;
@@ -10,7 +12,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::timers::{apply_change, load_policy_context, write_timers};
 use super::{found, insert_event, SqliteStore};
-use crate::plan::plan;
+use crate::plan::{plan, PolicyContext};
 use crate::util::{like_pattern, new_id, new_incident_key};
 use crate::{
     ActOutcome, Actor, Event, EventFilter, Incident, IncidentFilter, IncidentPatch, IncidentStore,
@@ -376,49 +378,65 @@ async fn trigger_batch(
     batch: &[TriggerJob],
 ) -> Result<Vec<TriggerResult>> {
     let mut tx = writer.begin().await?;
+    let mut services = HashMap::new();
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
-        let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-        let result = trigger_in(
-            &mut savepoint,
-            &job.account_id,
-            &job.service_id,
-            &job.new,
-            job.dedup,
-            &job.actor,
-            job.now,
-        )
-        .await;
-        match &result {
-            Ok((TriggerOutcome::Created(_), _)) => savepoint.commit().await?,
-            _ => savepoint.rollback().await?,
+        // Refusals (unknown or disabled service, duplicate) are decided
+        // before anything is written, so they need no savepoint. A failure
+        // after the first write fails the whole batch: it is rolled back
+        // and every trigger in it gets the error, so nothing half-written
+        // is ever committed.
+        let mut wrote = false;
+        let result = trigger_in(&mut tx, &mut services, job, &mut wrote).await;
+        match result {
+            Err(err) if wrote => {
+                tx.rollback().await?;
+                return Err(err);
+            }
+            other => results.push(other),
         }
-        results.push(result);
     }
     tx.commit().await?;
     Ok(results)
 }
 
+/// A service's state and policy, loaded once per batch: the batch holds
+/// the only writer, so neither can change under it.
+type ServiceCache = HashMap<(String, String), (String, PolicyContext)>;
+
 /// Opens one incident inside the caller's transaction. The single writer
 /// connection serialises it against every other write, so
-/// check-then-insert cannot race.
-#[allow(clippy::too_many_arguments)]
+/// check-then-insert cannot race. `wrote` turns true at the first write.
 async fn trigger_in(
     tx: &mut SqliteConnection,
-    account_id: &str,
-    service_id: &str,
-    new: &NewIncident,
-    dedup: bool,
-    actor: &Actor,
-    now: Millis,
+    services: &mut ServiceCache,
+    job: &TriggerJob,
+    wrote: &mut bool,
 ) -> TriggerResult {
-    let service: Option<(String,)> =
-        sqlx::query_as("SELECT state FROM services WHERE account_id = ? AND id = ?")
-            .bind(account_id)
-            .bind(service_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (state,) = service.ok_or(StoreError::NotFound)?;
+    let TriggerJob {
+        account_id,
+        service_id,
+        new,
+        dedup,
+        actor,
+        now,
+        ..
+    } = job;
+    let (account_id, service_id, dedup, now) =
+        (account_id.as_str(), service_id.as_str(), *dedup, *now);
+    let cache_key = (account_id.to_owned(), service_id.to_owned());
+    if !services.contains_key(&cache_key) {
+        let service: Option<(String,)> =
+            sqlx::query_as("SELECT state FROM services WHERE account_id = ? AND id = ?")
+                .bind(account_id)
+                .bind(service_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (state,) = service.ok_or(StoreError::NotFound)?;
+        let pc = load_policy_context(&mut *tx, service_id, now).await?;
+        services.insert(cache_key.clone(), (state, pc));
+    }
+    let (state, pc) = &services[&cache_key];
     if state != "enabled" {
         return Err(crate::util::service_disabled());
     }
@@ -436,35 +454,56 @@ async fn trigger_in(
             Err(StoreError::Taken("key"))
         };
     }
-    let pc = load_policy_context(&mut *tx, service_id, now).await?;
-    let change = plan(None, Cause::Open, &pc, now)?
+    let change = plan(None, Cause::Open, pc, now)?
         .ok_or_else(|| StoreError::Conflict("the engine declined to open the incident".into()))?;
-    let id = new_id();
-    let key = new.key.clone().unwrap_or_else(new_incident_key);
+    let incident = Incident {
+        id: new_id(),
+        account_id: account_id.to_owned(),
+        service_id: service_id.to_owned(),
+        state: "triggered".into(),
+        message: new.message.clone(),
+        description: new.description.clone(),
+        details: new.details.clone().map(Json),
+        key: new.key.clone().unwrap_or_else(new_incident_key),
+        current_policy_id: change
+            .current_policy_rule_id
+            .as_ref()
+            .and_then(|id| pc.rules.iter().find(|r| &r.id == id))
+            .map(|r| r.policy_id.clone()),
+        current_user_id: change.current_user_id.clone(),
+        current_policy_rule_id: change.current_policy_rule_id.clone(),
+        escalation_loop_count: change.loop_count,
+        triggered_at: now,
+        acknowledged_at: None,
+        resolved_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    *wrote = true;
     sqlx::query(
-            "INSERT INTO incidents (id, account_id, service_id, state, message, description, details, key,
-                current_user_id, current_policy_rule_id, escalation_loop_count, triggered_at, created_at, updated_at)
-             VALUES (?, ?, ?, 'triggered', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(account_id)
-        .bind(service_id)
-        .bind(&new.message)
-        .bind(&new.description)
-        .bind(new.details.as_ref().map(Json))
-        .bind(&key)
-        .bind(&change.current_user_id)
-        .bind(&change.current_policy_rule_id)
-        .bind(change.loop_count)
-        .bind(now)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    write_timers(&mut *tx, account_id, &id, &change, now).await?;
+        "INSERT INTO incidents (id, account_id, service_id, state, message, description, details, key,
+            current_user_id, current_policy_rule_id, escalation_loop_count, triggered_at, created_at, updated_at)
+         VALUES (?, ?, ?, 'triggered', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&incident.id)
+    .bind(account_id)
+    .bind(service_id)
+    .bind(&incident.message)
+    .bind(&incident.description)
+    .bind(&incident.details)
+    .bind(&incident.key)
+    .bind(&incident.current_user_id)
+    .bind(&incident.current_policy_rule_id)
+    .bind(incident.escalation_loop_count)
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    write_timers(&mut *tx, account_id, &incident.id, &change, now).await?;
     let changes = json!({
         "state": "triggered", "message": new.message, "description": new.description,
-        "details": new.details, "key": key, "current_user_id": change.current_user_id,
+        "details": new.details, "key": incident.key, "current_user_id": change.current_user_id,
         "current_policy_rule_id": change.current_policy_rule_id, "escalation_loop_count": change.loop_count,
     });
     insert_event(
@@ -472,13 +511,12 @@ async fn trigger_in(
         account_id,
         "incident.create",
         "incident",
-        &id,
+        &incident.id,
         actor,
         &changes,
         now,
     )
     .await?;
-    let incident = fetch(&mut *tx, account_id, &id).await?;
     Ok((
         TriggerOutcome::Created(incident),
         !change.schedule.is_empty(),
