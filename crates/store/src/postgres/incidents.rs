@@ -47,18 +47,13 @@ impl IncidentStore for PgStore {
             // the service lock. Answering from this snapshot is correct:
             // the incident was open when we looked.
             let mut conn = self.pool.acquire().await?;
-            let state: Option<(String,)> =
-                sqlx::query_as("SELECT state FROM services WHERE id = $1")
-                    .bind(service_id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            if state.is_some_and(|(s,)| s != "enabled") {
-                return Err(crate::util::service_disabled());
-            }
             let key = new.key.as_deref();
             let message = key.is_none().then_some(new.message.as_str());
+            // One query: the open incident, if the service is enabled. A
+            // disabled service falls through to the write path, which
+            // refuses it with the clear error.
             if let Some(existing) =
-                open_incident(&mut conn, account_id, service_id, key, message).await?
+                open_incident(&mut conn, account_id, service_id, key, message, true).await?
             {
                 return Ok(TriggerOutcome::Deduplicated(existing));
             }
@@ -94,10 +89,18 @@ impl IncidentStore for PgStore {
         }
         let existing = match (&new.key, dedup) {
             (Some(key), _) => {
-                open_incident(&mut tx, account_id, service_id, Some(key), None).await?
+                open_incident(&mut tx, account_id, service_id, Some(key), None, false).await?
             }
             (None, true) => {
-                open_incident(&mut tx, account_id, service_id, None, Some(&new.message)).await?
+                open_incident(
+                    &mut tx,
+                    account_id,
+                    service_id,
+                    None,
+                    Some(&new.message),
+                    false,
+                )
+                .await?
             }
             (None, false) => None,
         };
@@ -143,7 +146,7 @@ impl IncidentStore for PgStore {
             if let (Some(key), true) = (&new.key, dedup) {
                 let mut conn = self.pool.acquire().await?;
                 if let Some(existing) =
-                    open_incident(&mut conn, account_id, service_id, Some(key), None).await?
+                    open_incident(&mut conn, account_id, service_id, Some(key), None, false).await?
                 {
                     return Ok(TriggerOutcome::Deduplicated(existing));
                 }
@@ -203,7 +206,7 @@ impl IncidentStore for PgStore {
         message: Option<&str>,
     ) -> Result<Option<Incident>> {
         let mut conn = self.pool.acquire().await?;
-        open_incident(&mut conn, account_id, service_id, key, message).await
+        open_incident(&mut conn, account_id, service_id, key, message, false).await
     }
 
     async fn update_incident(
@@ -355,7 +358,15 @@ async fn open_incident(
     service_id: &str,
     key: Option<&str>,
     message: Option<&str>,
+    enabled_only: bool,
 ) -> Result<Option<Incident>> {
+    // The trigger fast path asks only while the service is enabled, so a
+    // disabled one falls through to the write path and its clear refusal.
+    let enabled = if enabled_only {
+        "AND EXISTS (SELECT 1 FROM services s WHERE s.id = i.service_id AND s.state = 'enabled')"
+    } else {
+        ""
+    };
     let (column, value) = match (key, message) {
         (Some(key), _) => ("key", key),
         (None, Some(message)) => ("message", message),
@@ -363,7 +374,7 @@ async fn open_incident(
     };
     Ok(sqlx::query_as(&format!(
         "{INCIDENT_SELECT} WHERE i.account_id = $1 AND i.service_id = $2 AND i.state <> 'resolved'
-         AND i.{column} = $3 {INCIDENT_ORDER} LIMIT 1"
+         AND i.{column} = $3 {enabled} {INCIDENT_ORDER} LIMIT 1"
     ))
     .bind(account_id)
     .bind(service_id)

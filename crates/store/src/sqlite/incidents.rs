@@ -43,18 +43,13 @@ impl IncidentStore for SqliteStore {
             // beside the writer). Answering from this snapshot is correct:
             // the incident was open when we looked.
             let mut conn = self.reader.acquire().await?;
-            let state: Option<(String,)> =
-                sqlx::query_as("SELECT state FROM services WHERE id = ?")
-                    .bind(service_id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            if state.is_some_and(|(s,)| s != "enabled") {
-                return Err(crate::util::service_disabled());
-            }
             let key = new.key.as_deref();
             let message = key.is_none().then_some(new.message.as_str());
+            // One query: the open incident, if the service is enabled. A
+            // disabled service falls through to the write path, which
+            // refuses it with the clear error.
             if let Some(existing) =
-                open_incident(&mut conn, account_id, service_id, key, message).await?
+                open_incident(&mut conn, account_id, service_id, key, message, true).await?
             {
                 return Ok(TriggerOutcome::Deduplicated(existing));
             }
@@ -112,7 +107,7 @@ impl IncidentStore for SqliteStore {
         message: Option<&str>,
     ) -> Result<Option<Incident>> {
         let mut conn = self.reader.acquire().await?;
-        open_incident(&mut conn, account_id, service_id, key, message).await
+        open_incident(&mut conn, account_id, service_id, key, message, false).await
     }
 
     async fn update_incident(
@@ -250,14 +245,22 @@ async fn open_incident(
     service_id: &str,
     key: Option<&str>,
     message: Option<&str>,
+    enabled_only: bool,
 ) -> Result<Option<Incident>> {
+    // The trigger fast path asks only while the service is enabled, so a
+    // disabled one falls through to the write path and its clear refusal.
+    let enabled = if enabled_only {
+        "AND EXISTS (SELECT 1 FROM services s WHERE s.id = i.service_id AND s.state = 'enabled')"
+    } else {
+        ""
+    };
     let (column, value) = match (key, message) {
         (Some(key), _) => ("key", key),
         (None, Some(message)) => ("message", message),
         (None, None) => return Ok(None),
     };
     Ok(sqlx::query_as(&format!(
-        "{INCIDENT_SELECT} WHERE i.account_id = ? AND i.service_id = ? AND i.state <> 'resolved' AND i.{column} = ?
+        "{INCIDENT_SELECT} WHERE i.account_id = ? AND i.service_id = ? AND i.state <> 'resolved' AND i.{column} = ? {enabled}
          ORDER BY i.triggered_at DESC, i.id DESC LIMIT 1"
     ))
     .bind(account_id)
@@ -441,9 +444,19 @@ async fn trigger_in(
         return Err(crate::util::service_disabled());
     }
     let existing = match (&new.key, dedup) {
-        (Some(key), _) => open_incident(&mut *tx, account_id, service_id, Some(key), None).await?,
+        (Some(key), _) => {
+            open_incident(&mut *tx, account_id, service_id, Some(key), None, false).await?
+        }
         (None, true) => {
-            open_incident(&mut *tx, account_id, service_id, None, Some(&new.message)).await?
+            open_incident(
+                &mut *tx,
+                account_id,
+                service_id,
+                None,
+                Some(&new.message),
+                false,
+            )
+            .await?
         }
         (None, false) => None,
     };
