@@ -390,16 +390,20 @@ async fn schedule_rules_page_whoever_is_on_call(backend: Backend) {
         )
         .await;
     let (svc_id, key) = (svc.str("id"), svc.str("integration_key"));
-    let now_on_call = server
-        .get(&format!("/schedules/{s}/on_call"), &a.token)
-        .await
-        .body["users"][0]["id"]
-        .clone();
     let inc = server
         .integration("trigger", &key, &[("message", "down")])
         .await;
+    // Whoever was on call at the incident's trigger instant (asking "now"
+    // separately could straddle a handoff).
+    let at = inc.str("triggered_at");
+    let on_call_then = server
+        .get(&format!("/schedules/{s}/on_call?at={at}"), &a.token)
+        .await
+        .body["users"][0]["id"]
+        .clone();
+    assert!(on_call_then.is_string());
     assert_eq!(
-        inc.body["current_user_id"], now_on_call,
+        inc.body["current_user_id"], on_call_then,
         "the schedule's on-call user is paged"
     );
     // The escalation preview walks rules and loops, resolving the schedule at each step.
