@@ -4,7 +4,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::HeaderValue;
+use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
 use klaxon_store::Store;
@@ -180,8 +184,45 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
+        .layer(axum::middleware::map_response(json_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The safety net under every route: an error answered by the framework
+/// rather than a handler (a path segment that is not UTF-8, a timeout) is
+/// rewritten into the same JSON error body handlers send.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let code = reason.to_ascii_lowercase().replace([' ', '-'], "_");
+    let message = if text.is_empty() {
+        reason.to_owned()
+    } else {
+        text
+    };
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    parts.headers.remove(CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops

@@ -794,6 +794,13 @@ async fn bad_input_gets_clear_4xx_json(backend: Backend) {
     ] {
         server.get(p, t).await.assert_error(StatusCode::NOT_FOUND);
     }
+    // Path segments that are not UTF-8 → 400, still JSON.
+    for p in [
+        "/incidents/%FF%FE%FD%FC%FB%FA%F9%F8",
+        "/policies/AAAAAAAA/rules/%FF",
+    ] {
+        server.get(p, t).await.assert_error(StatusCode::BAD_REQUEST);
+    }
     // Bad query parameters → 422 naming them.
     for (q, field) in [
         ("state=open", "state"),
