@@ -146,6 +146,21 @@ impl Checks {
         }
     }
 
+    /// For partial updates: a submitted value must be non-blank and at
+    /// most `max` bytes; an absent one keeps `before`.
+    pub fn required_or(
+        &mut self,
+        field: &str,
+        value: Option<&str>,
+        max: usize,
+        before: &str,
+    ) -> String {
+        match value {
+            Some(v) => self.required(field, Some(v), max),
+            None => before.to_owned(),
+        }
+    }
+
     /// Checks an optional string's length; blank becomes `None`.
     pub fn optional(&mut self, field: &str, value: Option<&str>, max: usize) -> Option<String> {
         let v = value.map(str::trim).filter(|v| !v.is_empty())?;
@@ -174,5 +189,42 @@ impl Checks {
         } else {
             Err(ApiError::Unprocessable(self.0))
         }
+    }
+}
+
+/// An audit changeset being built: `{field: [old, new]}` for each field
+/// that changed.
+#[derive(Default)]
+pub struct Changeset(serde_json::Map<String, serde_json::Value>);
+
+impl Changeset {
+    /// Records `field` if `old` and `new` differ.
+    pub fn diff<T: serde::Serialize + PartialEq + ?Sized>(
+        &mut self,
+        field: &str,
+        old: &T,
+        new: &T,
+    ) -> &mut Self {
+        if old != new {
+            self.0
+                .insert(field.to_owned(), serde_json::json!([old, new]));
+        }
+        self
+    }
+
+    /// Records `field` with a value of its own (e.g. `"changed"` for secrets).
+    pub fn note(&mut self, field: &str, value: serde_json::Value) -> &mut Self {
+        self.0.insert(field.to_owned(), value);
+        self
+    }
+
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The changeset as stored on the event.
+    pub fn into_value(self) -> serde_json::Value {
+        serde_json::Value::Object(self.0)
     }
 }

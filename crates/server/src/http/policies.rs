@@ -5,11 +5,11 @@ use axum::http::StatusCode;
 use axum::Json;
 use klaxon_store::RuleInput;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::auth::Auth;
 use super::error::ApiResult;
-use super::input::{Checks, Input};
+use super::input::{Changeset, Checks, Input};
 use super::sessions::NAME_MAX;
 use super::{created, path_id, views, Created};
 use crate::app::AppState;
@@ -94,20 +94,14 @@ pub async fn update_policy(
     let id = path_id(&id)?;
     let before = state.store.get_policy(&auth.account_id, id).await?;
     let mut checks = Checks::default();
-    let name = match body.name.as_deref() {
-        Some(n) => checks.required("name", Some(n), NAME_MAX),
-        None => before.name.clone(),
-    };
+    let name = checks.required_or("name", body.name.as_deref(), NAME_MAX, &before.name);
     let loop_limit = body.loop_limit.unwrap_or(before.loop_limit);
     checks.range("loop_limit", loop_limit, 1, MAX_LOOP_LIMIT);
     checks.finish()?;
-    let mut changes = Map::new();
-    if name != before.name {
-        changes.insert("name".into(), json!([before.name, name]));
-    }
-    if loop_limit != before.loop_limit {
-        changes.insert("loop_limit".into(), json!([before.loop_limit, loop_limit]));
-    }
+    let mut changes = Changeset::default();
+    changes
+        .diff("name", &before.name, &name)
+        .diff("loop_limit", &before.loop_limit, &loop_limit);
     if !changes.is_empty() {
         state
             .store
@@ -116,7 +110,7 @@ pub async fn update_policy(
                 id,
                 &name,
                 loop_limit,
-                &Value::Object(changes),
+                &changes.into_value(),
                 &auth.actor(),
                 state.clock.now_ms(),
             )
@@ -275,22 +269,18 @@ pub async fn update_rule(
         None => (before.assignment_type.clone(), before.assignee_id.clone()),
     };
     checks.finish()?;
-    let mut changes = Map::new();
-    if escalation_timeout != before.escalation_timeout {
-        changes.insert(
-            "escalation_timeout".into(),
-            json!([before.escalation_timeout, escalation_timeout]),
+    let mut changes = Changeset::default();
+    changes
+        .diff(
+            "escalation_timeout",
+            &before.escalation_timeout,
+            &escalation_timeout,
+        )
+        .diff(
+            "assignment",
+            &json!({"type": before.assignment_type, "id": before.assignee_id}),
+            &json!({"type": assignment_type, "id": assignee_id}),
         );
-    }
-    if (&assignment_type, &assignee_id) != (&before.assignment_type, &before.assignee_id) {
-        changes.insert(
-            "assignment".into(),
-            json!([
-                {"type": before.assignment_type, "id": before.assignee_id},
-                {"type": assignment_type, "id": assignee_id},
-            ]),
-        );
-    }
     if !changes.is_empty() {
         let input = RuleInput {
             escalation_timeout,
@@ -304,7 +294,7 @@ pub async fn update_rule(
                 policy_id,
                 rule_id,
                 &input,
-                &Value::Object(changes),
+                &changes.into_value(),
                 &auth.actor(),
                 state.clock.now_ms(),
             )

@@ -12,11 +12,11 @@ use klaxon_core::validate::is_time_zone;
 use klaxon_core::PublicId;
 use klaxon_store::{parse_hhmm, LayerInput, RestrictionSpec};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::auth::Auth;
 use super::error::{ApiError, ApiResult};
-use super::input::{Checks, Input, Params};
+use super::input::{Changeset, Checks, Input, Params};
 use super::sessions::NAME_MAX;
 use super::{created, path_id, views, Created};
 use crate::app::AppState;
@@ -120,22 +120,16 @@ pub async fn update_schedule(
     let id = path_id(&id)?;
     let before = state.store.get_schedule(&auth.account_id, id).await?;
     let mut checks = Checks::default();
-    let name = match body.name.as_deref() {
-        Some(n) => checks.required("name", Some(n), NAME_MAX),
-        None => before.name.clone(),
-    };
+    let name = checks.required_or("name", body.name.as_deref(), NAME_MAX, &before.name);
     let zone = match body.time_zone.as_deref() {
         Some(z) => check_zone(&mut checks, z),
         None => before.time_zone.clone(),
     };
     checks.finish()?;
-    let mut changes = Map::new();
-    if name != before.name {
-        changes.insert("name".into(), json!([before.name, name]));
-    }
-    if zone != before.time_zone {
-        changes.insert("time_zone".into(), json!([before.time_zone, zone]));
-    }
+    let mut changes = Changeset::default();
+    changes
+        .diff("name", &before.name, &name)
+        .diff("time_zone", &before.time_zone, &zone);
     if !changes.is_empty() {
         state
             .store
@@ -144,7 +138,7 @@ pub async fn update_schedule(
                 id,
                 &name,
                 &zone,
-                &Value::Object(changes),
+                &changes.into_value(),
                 &auth.actor(),
                 state.clock.now_ms(),
             )

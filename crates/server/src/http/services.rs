@@ -6,11 +6,11 @@ use axum::Json;
 use klaxon_core::id::random_secret;
 use klaxon_store::{Service, ServiceInput};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::auth::Auth;
 use super::error::ApiResult;
-use super::input::{nullable, Checks, Input};
+use super::input::{nullable, Changeset, Checks, Input};
 use super::sessions::NAME_MAX;
 use super::{created, path_id, views, Created};
 use crate::app::AppState;
@@ -142,10 +142,7 @@ pub async fn update_service(
     let before = state.store.get_service(&auth.account_id, id).await?;
     let mut checks = Checks::default();
     let input = ServiceInput {
-        name: match body.name.as_deref() {
-            Some(n) => checks.required("name", Some(n), NAME_MAX),
-            None => before.name.clone(),
-        },
+        name: checks.required_or("name", body.name.as_deref(), NAME_MAX, &before.name),
         description: match body.description {
             Some(d) => checks.optional("description", d.as_deref(), DESCRIPTION_MAX),
             None => before.description.clone(),
@@ -164,31 +161,21 @@ pub async fn update_service(
         },
     };
     checks.finish()?;
-    let mut changes = Map::new();
-    let pairs = [
-        ("name", json!(before.name), json!(input.name)),
-        (
-            "description",
-            json!(before.description),
-            json!(input.description),
-        ),
-        ("policy_id", json!(before.policy_id), json!(input.policy_id)),
-        (
+    let mut changes = Changeset::default();
+    changes
+        .diff("name", &before.name, &input.name)
+        .diff("description", &before.description, &input.description)
+        .diff("policy_id", &before.policy_id, &input.policy_id)
+        .diff(
             "acknowledge_timeout",
-            json!(before.acknowledge_timeout),
-            json!(input.acknowledge_timeout),
-        ),
-        (
+            &before.acknowledge_timeout,
+            &input.acknowledge_timeout,
+        )
+        .diff(
             "auto_resolve_timeout",
-            json!(before.auto_resolve_timeout),
-            json!(input.auto_resolve_timeout),
-        ),
-    ];
-    for (field, old, new) in pairs {
-        if old != new {
-            changes.insert(field.into(), json!([old, new]));
-        }
-    }
+            &before.auto_resolve_timeout,
+            &input.auto_resolve_timeout,
+        );
     if !changes.is_empty() {
         state
             .store
@@ -196,7 +183,7 @@ pub async fn update_service(
                 &auth.account_id,
                 id,
                 &input,
-                &Value::Object(changes),
+                &changes.into_value(),
                 &auth.actor(),
                 state.clock.now_ms(),
             )

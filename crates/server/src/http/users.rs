@@ -7,11 +7,11 @@ use klaxon_core::validate::{is_time_zone, Email};
 use klaxon_core::Role;
 use klaxon_store::UserInput;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::auth::Auth;
 use super::error::{ApiError, ApiResult};
-use super::input::{Checks, Input};
+use super::input::{Changeset, Checks, Input};
 use super::sessions::{check_password, parse_email, NAME_MAX};
 use super::{created, path_id, views, Created};
 use crate::app::AppState;
@@ -120,11 +120,7 @@ pub async fn update_user(
     }
     let before = state.store.get_user(&auth.account_id, id).await?;
     let mut checks = Checks::default();
-    let mut changes = Map::new();
-    let name = match body.name.as_deref() {
-        Some(n) => checks.required("name", Some(n), NAME_MAX),
-        None => before.name.clone(),
-    };
+    let name = checks.required_or("name", body.name.as_deref(), NAME_MAX, &before.name);
     let email = match body.email.as_deref() {
         Some(e) => match Email::parse(e) {
             Some(e) => e.into_string(),
@@ -152,19 +148,15 @@ pub async fn update_user(
         check_password(&mut checks, p);
     }
     checks.finish()?;
-    for (field, old, new) in [
-        ("name", &before.name, &name),
-        ("email", &before.email, &email),
-        ("role", &before.role, &role),
-        ("time_zone", &before.time_zone, &time_zone),
-    ] {
-        if old != new {
-            changes.insert(field.into(), json!([old, new]));
-        }
-    }
+    let mut changes = Changeset::default();
+    changes
+        .diff("name", &before.name, &name)
+        .diff("email", &before.email, &email)
+        .diff("role", &before.role, &role)
+        .diff("time_zone", &before.time_zone, &time_zone);
     let password_hash = match body.password {
         Some(p) => {
-            changes.insert("password".into(), json!("changed"));
+            changes.note("password", json!("changed"));
             Some(password::hash(p).await?)
         }
         None => before.password_hash.clone(),
@@ -185,7 +177,7 @@ pub async fn update_user(
             &auth.account_id,
             id,
             &input,
-            &Value::Object(changes),
+            &changes.into_value(),
             &auth.actor(),
             state.clock.now_ms(),
         )
