@@ -22,6 +22,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use model::*;
+pub use plan::rule_assignee;
 
 /// What can go wrong in the store, in domain terms. Handlers never see
 /// `sqlx::Error`.

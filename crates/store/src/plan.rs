@@ -29,6 +29,37 @@ pub(crate) struct PolicyContext {
     pub schedules: HashMap<String, klaxon_core::schedule::Schedule>,
 }
 
+/// Who a rule pages at an instant: its user, or (for a schedule rule)
+/// whoever that schedule has on call then — nobody if it has a gap or is
+/// not in `schedules`. The engine, `/oncalls` and the escalation preview
+/// all answer through this.
+pub fn rule_assignee(
+    rule: &PolicyRule,
+    schedules: &HashMap<String, klaxon_core::schedule::Schedule>,
+    at: Millis,
+) -> Option<String> {
+    match rule.assignment_type.as_str() {
+        "user" => Some(rule.assignee_id.clone()),
+        _ => schedules
+            .get(&rule.assignee_id)?
+            .on_call(at)
+            .map(str::to_owned),
+    }
+}
+
+/// The audit changeset of a newly opened incident.
+pub(crate) fn open_changeset(
+    new: &crate::NewIncident,
+    key: &str,
+    change: &Change,
+) -> serde_json::Value {
+    serde_json::json!({
+        "state": "triggered", "message": new.message, "description": new.description,
+        "details": new.details, "key": key, "current_user_id": change.current_user_id,
+        "current_policy_rule_id": change.current_policy_rule_id, "escalation_loop_count": change.loop_count,
+    })
+}
+
 /// The service and policy settings `load_policy_context` reads in one query.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct ServicePolicyRow {
@@ -71,14 +102,7 @@ impl PolicyContext {
     /// Who a rule pages at an instant: its user, or (for a schedule rule)
     /// whoever is on call then — nobody if the schedule has a gap.
     pub fn assignee(&self, rule: &PolicyRule, at: Millis) -> Option<String> {
-        match rule.assignment_type.as_str() {
-            "user" => Some(rule.assignee_id.clone()),
-            _ => self
-                .schedules
-                .get(&rule.assignee_id)?
-                .on_call(at)
-                .map(str::to_owned),
-        }
+        rule_assignee(rule, &self.schedules, at)
     }
 
     /// Ids of the schedules the rules name.

@@ -614,18 +614,18 @@ pub async fn list_oncalls(
     let mut on_call = std::collections::HashMap::new();
     let mut schedules = Vec::new();
     for s in store.list_schedules(&auth.account_id).await? {
-        let data = store.load_schedule(&auth.account_id, &s.id, at).await?;
-        let user = data.to_core().on_call(at).map(str::to_owned);
+        let core = store
+            .load_schedule(&auth.account_id, &s.id, at)
+            .await?
+            .to_core();
+        let user = core.on_call(at).map(str::to_owned);
         schedules.push(json!({ "schedule_id": s.id, "name": s.name, "user_id": user }));
-        on_call.insert(s.id.clone(), user);
+        on_call.insert(s.id.clone(), core);
     }
     let mut rules = Vec::new();
     for p in store.list_policies(&auth.account_id).await? {
         for r in store.list_rules(&auth.account_id, &p.id).await? {
-            let user = match r.assignment_type.as_str() {
-                "user" => Some(r.assignee_id.clone()),
-                _ => on_call.get(&r.assignee_id).cloned().flatten(),
-            };
+            let user = klaxon_store::rule_assignee(&r, &on_call, at);
             rules.push(json!({
                 "policy_id": p.id, "policy_name": p.name, "rule_id": r.id, "position": r.position,
                 "assignment": { "type": r.assignment_type, "id": r.assignee_id }, "user_id": user,

@@ -321,13 +321,7 @@ pub async fn show_escalation_preview(
         .iter()
         .map(|(when, step)| {
             let rule = &rules[step.index];
-            let user = match rule.assignment_type.as_str() {
-                "user" => Some(rule.assignee_id.clone()),
-                _ => schedules
-                    .get(&rule.assignee_id)
-                    .and_then(|s| s.on_call(*when))
-                    .map(str::to_owned),
-            };
+            let user = klaxon_store::rule_assignee(rule, &schedules, *when);
             json!({
                 "at": format_ts(*when),
                 "rule_id": rule.id,

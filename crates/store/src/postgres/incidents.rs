@@ -10,7 +10,7 @@ use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use super::timers::{apply_change, load_policy_context, write_timers};
 use super::{found, insert_event, violates, PgStore};
-use crate::plan::plan;
+use crate::plan::{open_changeset, plan};
 use crate::util::{like_pattern, new_id, new_incident_key};
 use crate::{
     ActOutcome, Actor, Event, EventFilter, Incident, IncidentFilter, IncidentPatch, IncidentStore,
@@ -153,11 +153,7 @@ impl IncidentStore for PgStore {
             }
             return Err(StoreError::Taken("key"));
         }
-        let changes = json!({
-            "state": "triggered", "message": new.message, "description": new.description,
-            "details": new.details, "key": key, "current_user_id": change.current_user_id,
-            "current_policy_rule_id": change.current_policy_rule_id, "escalation_loop_count": change.loop_count,
-        });
+        let changes = open_changeset(new, &key, &change);
         write_timers(&mut tx, account_id, &id, &change, now).await?;
         insert_event(
             &mut tx,

@@ -12,7 +12,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::timers::{apply_change, load_policy_context, write_timers};
 use super::{found, insert_event, SqliteStore};
-use crate::plan::{plan, PolicyContext};
+use crate::plan::{open_changeset, plan, PolicyContext};
 use crate::util::{like_pattern, new_id, new_incident_key};
 use crate::{
     ActOutcome, Actor, Event, EventFilter, Incident, IncidentFilter, IncidentPatch, IncidentStore,
@@ -514,11 +514,7 @@ async fn trigger_in(
     .execute(&mut *tx)
     .await?;
     write_timers(&mut *tx, account_id, &incident.id, &change, now).await?;
-    let changes = json!({
-        "state": "triggered", "message": new.message, "description": new.description,
-        "details": new.details, "key": incident.key, "current_user_id": change.current_user_id,
-        "current_policy_rule_id": change.current_policy_rule_id, "escalation_loop_count": change.loop_count,
-    });
+    let changes = open_changeset(new, &incident.key, &change);
     insert_event(
         &mut *tx,
         account_id,
