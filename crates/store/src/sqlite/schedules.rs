@@ -444,21 +444,24 @@ pub(super) async fn load(
     })
 }
 
-/// Every id must be a user of the account.
+/// Every id must be a user of the account (one query for the whole list).
 async fn users_exist(conn: &mut SqliteConnection, account_id: &str, ids: &[String]) -> Result<()> {
-    for id in ids {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT id FROM users WHERE account_id = ? AND id = ?")
-                .bind(account_id)
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if row.is_none() {
-            return Err(StoreError::Invalid {
-                field: "users",
-                message: format!("user {id} does not exist"),
-            });
-        }
+    if ids.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT id FROM users WHERE account_id = ");
+    q.push_bind(account_id).push(" AND id IN (");
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(id);
+    }
+    q.push(")");
+    let found: Vec<(String,)> = q.build_query_as().fetch_all(&mut *conn).await?;
+    match ids.iter().find(|id| !found.iter().any(|(f,)| f == *id)) {
+        Some(missing) => Err(StoreError::Invalid {
+            field: "users",
+            message: format!("user {missing} does not exist"),
+        }),
+        None => Ok(()),
+    }
 }
