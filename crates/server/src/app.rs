@@ -13,7 +13,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use klaxon_store::Store;
 use tokio::net::TcpListener;
-use tower_http::timeout::TimeoutLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::clock::Clock;
@@ -22,6 +22,8 @@ use crate::http::{self, error::ApiError};
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
+/// Longest a client may take to send its request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -180,17 +182,19 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
+        // A slow client gets 30 s to send its body. Handlers themselves are
+        // not cut off: a request whose write is under way is answered with
+        // what was committed, so a timeout can never hide a commit (a
+        // client that retried a "timed out" keyless trigger would open a
+        // duplicate). The store bounds its own waits (pool acquire timeouts).
+        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(axum::middleware::map_response(json_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
 /// The safety net under every route: an error answered by the framework
-/// rather than a handler (a path segment that is not UTF-8, a timeout) is
+/// rather than a handler (a path segment that is not UTF-8) is
 /// rewritten into the same JSON error body handlers send.
 async fn json_errors(response: Response) -> Response {
     let status = response.status();

@@ -129,6 +129,9 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn klaxon_store::Sto
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Held until the process exits: one server per SQLite file.
+    let _serving = klaxon_store::lock_for_serving(&config.database_url)
+        .map_err(|err| anyhow::anyhow!("{err}"))?;
     let store = open_store(&config).await?;
     let fresh = !store.has_accounts().await?;
     let listener = TcpListener::bind(config.listen)

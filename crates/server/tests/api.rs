@@ -880,3 +880,34 @@ both_backends!(
     services_and_policies,
     bad_input_gets_clear_4xx_json,
 );
+
+/// One process serves a SQLite file: a second `klaxon serve` on it exits
+/// at once with a clear message, and the first keeps serving; admin
+/// commands still work beside it (see `bootstrap_prints_credentials`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_one_sqlite_file_exits_at_once() {
+    let server = Server::start(Backend::Sqlite).await;
+    let mut second = server
+        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second server on the same SQLite file kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("already serving"), "{stderr}");
+    let a = server.register("Alpha").await;
+    assert_eq!(server.get("/me", &a.token).await.status, StatusCode::OK);
+}

@@ -508,6 +508,18 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     }
 }
 
+/// Takes what makes this process the only server of its database: for
+/// SQLite an exclusive lock beside the file, held until the guard drops
+/// (see [`sqlite::lock_for_serving`]); PostgreSQL is shared by design and
+/// needs none. Admin commands do not call this and work beside a server.
+pub fn lock_for_serving(url: &str) -> Result<Option<sqlite::ServeLock>> {
+    if url.starts_with("sqlite:") {
+        sqlite::lock_for_serving(url).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Helpers shared by both backends that involve no SQL.
 pub(crate) mod util {
     use klaxon_core::id::{random_hex, PublicId};

@@ -336,12 +336,15 @@ impl Actor {
 
 /// What a trigger produced.
 #[derive(Debug, Clone)]
+// Returned once per trigger and matched at once: boxing the incident would
+// only add an allocation to the hot path.
+#[allow(clippy::large_enum_variant)]
 pub enum TriggerOutcome {
     /// A new incident.
     Created(Incident),
     /// An unresolved incident with the same key (or, without a key, the same
-    /// message) already exists; nothing was written.
-    Deduplicated(Incident),
+    /// message) already exists: its id. Nothing was written.
+    Deduplicated(String),
 }
 
 /// What an action on an incident produced.

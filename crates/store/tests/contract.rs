@@ -89,6 +89,7 @@ contract_tests!(
     triggers::dedup_by_key,
     triggers::dedup_by_message,
     triggers::trigger_on_disabled_service_is_refused,
+    triggers::dedup_ends_with_the_open_incident,
     acting::state_machine,
     acting::escalate_walks_rules_and_wraps,
     acting::update_incident_writes_a_changeset,

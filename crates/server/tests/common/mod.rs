@@ -83,7 +83,8 @@ impl Server {
         server
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// A `klaxon <args>` command against this server's database.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_klaxon"));
         cmd.args(args)
             .env("KLAXON_DATABASE_URL", &self.database_url)

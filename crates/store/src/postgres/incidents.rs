@@ -55,7 +55,7 @@ impl IncidentStore for PgStore {
             if let Some(existing) =
                 open_incident(&mut conn, account_id, service_id, key, message, true).await?
             {
-                return Ok(TriggerOutcome::Deduplicated(existing));
+                return Ok(TriggerOutcome::Deduplicated(existing.id));
             }
         }
         let mut tx = self.pool.begin().await?;
@@ -107,7 +107,7 @@ impl IncidentStore for PgStore {
         if let Some(existing) = existing {
             tx.rollback().await?;
             return if dedup {
-                Ok(TriggerOutcome::Deduplicated(existing))
+                Ok(TriggerOutcome::Deduplicated(existing.id))
             } else {
                 Err(StoreError::Taken("key"))
             };
@@ -148,7 +148,7 @@ impl IncidentStore for PgStore {
                 if let Some(existing) =
                     open_incident(&mut conn, account_id, service_id, Some(key), None, false).await?
                 {
-                    return Ok(TriggerOutcome::Deduplicated(existing));
+                    return Ok(TriggerOutcome::Deduplicated(existing.id));
                 }
             }
             return Err(StoreError::Taken("key"));

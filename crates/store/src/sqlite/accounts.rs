@@ -22,7 +22,7 @@ impl AccountStore for SqliteStore {
         token_hash: &str,
         now: Millis,
     ) -> Result<(Account, User, ApiToken)> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let account = Account {
             id: new_id(),
             name: name.to_owned(),
@@ -99,7 +99,7 @@ impl AccountStore for SqliteStore {
         token_hash: &str,
         now: Millis,
     ) -> Result<ApiToken> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let token = insert_token(&mut tx, account_id, user_id, name, token_hash, now).await?;
         let actor = Actor::User(user_id.to_owned());
         insert_event(
@@ -135,7 +135,7 @@ impl AccountStore for SqliteStore {
         token_id: &str,
         now: Millis,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done =
             sqlx::query("DELETE FROM api_tokens WHERE account_id = ? AND user_id = ? AND id = ?")
                 .bind(account_id)
@@ -167,7 +167,7 @@ impl AccountStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<User> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let user = insert_user(&mut tx, account_id, input, now).await?;
         insert_event(
             &mut tx,
@@ -213,7 +213,7 @@ impl AccountStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<User> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         if input.role != "admin" {
             refuse_if_last_admin(&mut tx, account_id, id).await?;
         }
@@ -255,7 +255,7 @@ impl AccountStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let exists: Option<(String,)> =
             sqlx::query_as("SELECT id FROM users WHERE account_id = ? AND id = ?")
                 .bind(account_id)

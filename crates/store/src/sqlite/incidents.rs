@@ -4,15 +4,16 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use klaxon_core::engine::Cause;
-use klaxon_core::incident::IncidentAction;
+use klaxon_core::incident::{IncidentAction, IncidentState};
 use klaxon_core::time::Millis;
 use serde_json::{json, Value};
 use sqlx::types::Json;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
-use super::timers::{apply_change, load_policy_context, write_timers};
+use super::ingest::{IngestState, OpenRef};
+use super::timers::{apply_change, load_policy_context};
 use super::{found, insert_event, SqliteStore};
-use crate::plan::{open_changeset, plan, PolicyContext};
+use crate::plan::{open_changeset, plan, Change, PolicyContext};
 use crate::util::{like_pattern, new_id, new_incident_key};
 use crate::{
     ActOutcome, Actor, Event, EventFilter, Incident, IncidentFilter, IncidentPatch, IncidentStore,
@@ -39,19 +40,28 @@ impl IncidentStore for SqliteStore {
         now: Millis,
     ) -> Result<TriggerOutcome> {
         if dedup {
-            // Fast path: a repeated trigger only reads (WAL readers run
-            // beside the writer). Answering from this snapshot is correct:
-            // the incident was open when we looked.
-            let mut conn = self.reader.acquire().await?;
             let key = new.key.as_deref();
-            let message = key.is_none().then_some(new.message.as_str());
-            // One query: the open incident, if the service is enabled. A
-            // disabled service falls through to the write path, which
-            // refuses it with the clear error.
-            if let Some(existing) =
-                open_incident(&mut conn, account_id, service_id, key, message, true).await?
-            {
-                return Ok(TriggerOutcome::Deduplicated(existing));
+            if self.ingest.is_loaded() {
+                // Answered from memory, exactly (see `ingest`): a repeated
+                // trigger costs no query. A miss, a disabled or an unknown
+                // service go on to the batcher, which decides for certain.
+                if let Some(id) =
+                    self.ingest
+                        .open_if_enabled(account_id, service_id, key, &new.message)
+                {
+                    return Ok(TriggerOutcome::Deduplicated(id));
+                }
+            } else {
+                // Before the load: a plain read (WAL readers run beside the
+                // writer). Answering from this snapshot is correct: the
+                // incident was open when we looked.
+                let mut conn = self.reader.acquire().await?;
+                let message = key.is_none().then_some(new.message.as_str());
+                if let Some(existing) =
+                    open_incident(&mut conn, account_id, service_id, key, message, true).await?
+                {
+                    return Ok(TriggerOutcome::Deduplicated(existing.id));
+                }
             }
         }
         // Opening incidents goes through the group-commit batcher: one
@@ -118,7 +128,7 @@ impl IncidentStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<Incident> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let before = fetch(&mut tx, account_id, id).await?;
         let (changes, message, description, details) = crate::util::apply_patch(&before, patch);
         if changes.is_empty() {
@@ -148,7 +158,8 @@ impl IncidentStore for SqliteStore {
         )
         .await?;
         let incident = fetch(&mut tx, account_id, id).await?;
-        tx.commit().await?;
+        self.commit_then(tx, |i| i.message_changed(id, &incident.message))
+            .await?;
         Ok(incident)
     }
 
@@ -160,7 +171,7 @@ impl IncidentStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<ActOutcome> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let before = fetch(&mut tx, account_id, id).await?;
         let pc = load_policy_context(&mut tx, &before.service_id, now).await?;
         let Some(change) = plan(Some(&before), Cause::Act(action), &pc, now)? else {
@@ -170,7 +181,12 @@ impl IncidentStore for SqliteStore {
         };
         apply_change(&mut tx, &before, &change, actor, now).await?;
         let incident = fetch(&mut tx, account_id, id).await?;
-        tx.commit().await?;
+        self.commit_then(tx, |i| {
+            if change.state == IncidentState::Resolved {
+                i.closed(id);
+            }
+        })
+        .await?;
         self.timers_armed(&change);
         Ok(ActOutcome::Changed(incident))
     }
@@ -182,7 +198,7 @@ impl IncidentStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM incidents WHERE account_id = ? AND id = ?")
             .bind(account_id)
             .bind(id)
@@ -200,7 +216,7 @@ impl IncidentStore for SqliteStore {
             now,
         )
         .await?;
-        tx.commit().await?;
+        self.commit_then(tx, |i| i.closed(id)).await?;
         Ok(())
     }
 
@@ -327,15 +343,18 @@ const TRIGGER_BATCH: usize = 128;
 
 /// Group commit for opening incidents. SQLite commits one transaction at a
 /// time and each durable commit costs an fsync, so under load the triggers
-/// waiting in the queue are written in one transaction, each inside its
-/// own savepoint (a failing trigger rolls back alone). Nobody is answered
-/// before the commit: a 201 still means the incident is on disk. A lone
-/// trigger is not delayed: the batch is whatever is queued when the writer
-/// is free.
+/// waiting in the queue are decided one by one in memory and written
+/// together: one multi-row INSERT each for incidents, timers and events,
+/// one commit. Nobody is answered before the commit: a 201 still means the
+/// incident is on disk. A lone trigger is not delayed: the batch is
+/// whatever is queued when the writer is free. Should a batch fail as a
+/// whole, each of its triggers is retried alone, so one bad trigger cannot
+/// fail its neighbours.
 pub(super) async fn run_trigger_batcher(
     writer: sqlx::SqlitePool,
     mut jobs: tokio::sync::mpsc::Receiver<TriggerJob>,
     notify: std::sync::Arc<tokio::sync::Notify>,
+    ingest: std::sync::Arc<IngestState>,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
@@ -345,89 +364,136 @@ pub(super) async fn run_trigger_batcher(
                 Err(_) => break,
             }
         }
-        match trigger_batch(&writer, &batch).await {
-            Ok(results) => {
-                let mut armed = false;
-                for (job, result) in batch.into_iter().zip(results) {
-                    let result = result.map(|(outcome, a)| {
-                        armed |= a;
-                        outcome
-                    });
-                    let _ = job.reply.send(result);
+        let results = match trigger_batch(&writer, &ingest, &batch).await {
+            Ok(results) => results,
+            Err(err) if batch.len() > 1 => {
+                tracing::warn!(error = %err, size = batch.len(), "trigger batch failed; retrying its triggers one by one");
+                let mut results = Vec::with_capacity(batch.len());
+                for job in &batch {
+                    let alone = trigger_batch(&writer, &ingest, std::slice::from_ref(job)).await;
+                    results
+                        .push(alone.and_then(|mut r| r.pop().unwrap_or(Err(StoreError::NotFound))));
                 }
-                if armed {
-                    notify.notify_one();
+                results
+            }
+            Err(err) => vec![Err(err)],
+        };
+        let mut armed = false;
+        for (job, result) in batch.into_iter().zip(results) {
+            let result = result.map(|(outcome, a)| {
+                armed |= a;
+                outcome
+            });
+            if let Err(err) = &result {
+                if !matches!(
+                    err,
+                    StoreError::NotFound | StoreError::Conflict(_) | StoreError::Taken(_)
+                ) {
+                    tracing::error!(error = %err, service = %job.service_id, "trigger failed");
                 }
             }
-            Err(err) => {
-                tracing::error!(error = %err, "trigger batch failed");
-                let message = err.to_string();
-                for job in batch {
-                    let _ = job
-                        .reply
-                        .send(Err(StoreError::Backend(sqlx::Error::Protocol(
-                            message.clone(),
-                        ))));
-                }
-            }
+            let _ = job.reply.send(result);
+        }
+        if armed {
+            notify.notify_one();
         }
     }
 }
 
+/// A trigger's outcome and whether it armed a timer.
 type TriggerResult = Result<(TriggerOutcome, bool)>;
+
+/// What one trigger of a batch comes to, decided before anything is written.
+enum Decided {
+    /// An unresolved incident exists (committed, or opened earlier in the batch).
+    Duplicate(String),
+    /// A new incident to write.
+    Open(Box<Opened>),
+}
+
+/// A new incident with its timers and audit event, not yet written.
+struct Opened {
+    incident: Incident,
+    change: Change,
+    changeset: Value,
+    actor: Actor,
+}
 
 async fn trigger_batch(
     writer: &sqlx::SqlitePool,
+    ingest: &IngestState,
     batch: &[TriggerJob],
 ) -> Result<Vec<TriggerResult>> {
-    let mut tx = writer.begin().await?;
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let mut services = HashMap::new();
-    let mut results = Vec::with_capacity(batch.len());
+    let mut opened: Vec<Opened> = Vec::new();
+    // Per trigger: Ok(None) = the next of `opened`, Ok(Some(id)) = duplicate.
+    let mut decided: Vec<Result<Option<String>>> = Vec::with_capacity(batch.len());
     for job in batch {
-        // Refusals (unknown or disabled service, duplicate) are decided
-        // before anything is written, so they need no savepoint. A failure
-        // after the first write fails the whole batch: it is rolled back
-        // and every trigger in it gets the error, so nothing half-written
-        // is ever committed.
-        let mut wrote = false;
-        let result = trigger_in(&mut tx, &mut services, job, &mut wrote).await;
-        match result {
-            Err(err) if wrote => {
-                tx.rollback().await?;
-                return Err(err);
+        match decide_trigger(&mut tx, ingest, &mut services, &opened, job).await {
+            Ok(Decided::Open(o)) => {
+                opened.push(*o);
+                decided.push(Ok(None));
             }
-            other => results.push(other),
+            Ok(Decided::Duplicate(id)) => decided.push(Ok(Some(id))),
+            Err(err) => decided.push(Err(err)),
         }
     }
-    tx.commit().await?;
-    Ok(results)
+    if !opened.is_empty() {
+        insert_opened(&mut tx, &opened).await?;
+    }
+    super::commit_then(ingest, tx, |state| {
+        for o in &opened {
+            let i = &o.incident;
+            state.opened(OpenRef {
+                id: &i.id,
+                service_id: &i.service_id,
+                key: &i.key,
+                message: &i.message,
+                triggered_at: i.triggered_at,
+            });
+        }
+    })
+    .await?;
+    let mut opened = opened.into_iter();
+    Ok(decided
+        .into_iter()
+        .map(|d| match d? {
+            Some(id) => Ok((TriggerOutcome::Deduplicated(id), false)),
+            None => {
+                let o = opened.next().ok_or(StoreError::NotFound)?;
+                let armed = !o.change.schedule.is_empty();
+                Ok((TriggerOutcome::Created(o.incident), armed))
+            }
+        })
+        .collect())
 }
 
 /// A service's state and policy, loaded once per batch: the batch holds
 /// the only writer, so neither can change under it.
 type ServiceCache = HashMap<(String, String), (String, PolicyContext)>;
 
-/// Opens one incident inside the caller's transaction. The single writer
-/// connection serialises it against every other write, so
-/// check-then-insert cannot race. `wrote` turns true at the first write.
-async fn trigger_in(
+/// Decides one trigger inside the batch's transaction: refused, a
+/// duplicate of an open incident (committed, or opened earlier in this
+/// batch), or a new incident. Writes nothing. The single writer connection
+/// serialises it against every other write, so the check cannot race.
+async fn decide_trigger(
     tx: &mut SqliteConnection,
+    ingest: &IngestState,
     services: &mut ServiceCache,
+    opened: &[Opened],
     job: &TriggerJob,
-    wrote: &mut bool,
-) -> TriggerResult {
+) -> Result<Decided> {
     let TriggerJob {
         account_id,
         service_id,
         new,
         dedup,
-        actor,
         now,
         ..
     } = job;
-    let (account_id, service_id, dedup, now) =
-        (account_id.as_str(), service_id.as_str(), *dedup, *now);
-    let cache_key = (account_id.to_owned(), service_id.to_owned());
+    let (dedup, now) = (*dedup, *now);
+    let cache_key = (account_id.clone(), service_id.clone());
     if !services.contains_key(&cache_key) {
         let service: Option<(String,)> =
             sqlx::query_as("SELECT state FROM services WHERE account_id = ? AND id = ?")
@@ -439,30 +505,32 @@ async fn trigger_in(
         let pc = load_policy_context(&mut *tx, service_id, now).await?;
         services.insert(cache_key.clone(), (state, pc));
     }
-    let (state, pc) = &services[&cache_key];
+    let (state, pc) = services.get(&cache_key).ok_or(StoreError::NotFound)?;
     if state != "enabled" {
         return Err(crate::util::service_disabled());
     }
-    let existing = match (&new.key, dedup) {
-        (Some(key), _) => {
-            open_incident(&mut *tx, account_id, service_id, Some(key), None, false).await?
-        }
-        (None, true) => {
-            open_incident(
-                &mut *tx,
-                account_id,
-                service_id,
-                None,
-                Some(&new.message),
-                false,
-            )
+    let key = new.key.as_deref();
+    let existing = if key.is_none() && !dedup {
+        None
+    } else if let Some(o) = opened.iter().rev().find(|o| {
+        o.incident.service_id == *service_id
+            && match key {
+                Some(key) => o.incident.key == key,
+                None => o.incident.message == new.message,
+            }
+    }) {
+        Some(o.incident.id.clone())
+    } else if let Some(found) = ingest.find_open(service_id, key, &new.message) {
+        found
+    } else {
+        let message = key.is_none().then_some(new.message.as_str());
+        open_incident(&mut *tx, account_id, service_id, key, message, false)
             .await?
-        }
-        (None, false) => None,
+            .map(|i| i.id)
     };
-    if let Some(existing) = existing {
+    if let Some(id) = existing {
         return if dedup {
-            Ok((TriggerOutcome::Deduplicated(existing), false))
+            Ok(Decided::Duplicate(id))
         } else {
             Err(StoreError::Taken("key"))
         };
@@ -471,8 +539,8 @@ async fn trigger_in(
         .ok_or_else(|| StoreError::Conflict("the engine declined to open the incident".into()))?;
     let incident = Incident {
         id: new_id(),
-        account_id: account_id.to_owned(),
-        service_id: service_id.to_owned(),
+        account_id: account_id.clone(),
+        service_id: service_id.clone(),
         state: "triggered".into(),
         message: new.message.clone(),
         description: new.description.clone(),
@@ -492,42 +560,79 @@ async fn trigger_in(
         created_at: now,
         updated_at: now,
     };
-    *wrote = true;
-    sqlx::query(
+    let changeset = open_changeset(new, &incident.key, &change);
+    Ok(Decided::Open(Box::new(Opened {
+        incident,
+        change,
+        changeset,
+        actor: job.actor.clone(),
+    })))
+}
+
+/// Writes a batch's new incidents, their timers and their audit events:
+/// one multi-row INSERT per table (SQLite allows 32,766 bound values per
+/// statement; a batch of 128 binds at most 1,664 per statement).
+async fn insert_opened(tx: &mut SqliteConnection, opened: &[Opened]) -> Result<()> {
+    let mut q = QueryBuilder::<Sqlite>::new(
         "INSERT INTO incidents (id, account_id, service_id, state, message, description, details, key,
-            current_user_id, current_policy_rule_id, escalation_loop_count, triggered_at, created_at, updated_at)
-         VALUES (?, ?, ?, 'triggered', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&incident.id)
-    .bind(account_id)
-    .bind(service_id)
-    .bind(&incident.message)
-    .bind(&incident.description)
-    .bind(&incident.details)
-    .bind(&incident.key)
-    .bind(&incident.current_user_id)
-    .bind(&incident.current_policy_rule_id)
-    .bind(incident.escalation_loop_count)
-    .bind(now)
-    .bind(now)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    write_timers(&mut *tx, account_id, &incident.id, &change, now).await?;
-    let changes = open_changeset(new, &incident.key, &change);
-    insert_event(
-        &mut *tx,
-        account_id,
-        "incident.create",
-        "incident",
-        &incident.id,
-        actor,
-        &changes,
-        now,
-    )
-    .await?;
-    Ok((
-        TriggerOutcome::Created(incident),
-        !change.schedule.is_empty(),
-    ))
+            current_user_id, current_policy_rule_id, escalation_loop_count, triggered_at, created_at, updated_at) ",
+    );
+    q.push_values(opened, |mut row, o| {
+        let i = &o.incident;
+        row.push_bind(&i.id)
+            .push_bind(&i.account_id)
+            .push_bind(&i.service_id)
+            .push_bind("triggered")
+            .push_bind(&i.message)
+            .push_bind(&i.description)
+            .push_bind(&i.details)
+            .push_bind(&i.key)
+            .push_bind(&i.current_user_id)
+            .push_bind(&i.current_policy_rule_id)
+            .push_bind(i.escalation_loop_count)
+            .push_bind(i.triggered_at)
+            .push_bind(i.created_at)
+            .push_bind(i.updated_at);
+    });
+    q.build().execute(&mut *tx).await?;
+    let timers: Vec<(&Incident, &str, Millis)> = opened
+        .iter()
+        .flat_map(|o| {
+            o.change
+                .schedule
+                .iter()
+                .map(move |(kind, due)| (&o.incident, *kind, *due))
+        })
+        .collect();
+    if !timers.is_empty() {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO timers (id, account_id, incident_id, kind, due_at, created_at) ",
+        );
+        q.push_values(&timers, |mut row, (i, kind, due)| {
+            row.push_bind(new_id())
+                .push_bind(&i.account_id)
+                .push_bind(&i.id)
+                .push_bind(*kind)
+                .push_bind(*due)
+                .push_bind(i.created_at);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO events (id, account_id, action, source_type, source_id, actor_type, actor_id, changeset, created_at) ",
+    );
+    q.push_values(opened, |mut row, o| {
+        let (actor_type, actor_id) = o.actor.parts();
+        row.push_bind(new_id())
+            .push_bind(&o.incident.account_id)
+            .push_bind("incident.create")
+            .push_bind("incident")
+            .push_bind(&o.incident.id)
+            .push_bind(actor_type)
+            .push_bind(actor_id)
+            .push_bind(Json(&o.changeset))
+            .push_bind(o.incident.created_at);
+    });
+    q.build().execute(&mut *tx).await?;
+    Ok(())
 }

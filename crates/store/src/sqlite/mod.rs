@@ -6,10 +6,17 @@
 //! the process makes every write transaction run without `SQLITE_BUSY`
 //! retries, which is also what makes deduplication race-free here. Reads use
 //! a separate pool of read-only connections, which WAL lets run alongside
-//! the writer. One process per database file.
+//! the writer. Write transactions begin `IMMEDIATE`: they take SQLite's
+//! write lock at once instead of upgrading a read lock half-way.
+//!
+//! One process serves a database file (`klaxon serve` holds an exclusive
+//! lock on `<file>.lock`, see [`lock_for_serving`]); short admin commands
+//! may open it beside the server. That is what lets [`ingest`] answer the
+//! ingest path's questions from memory exactly.
 
 mod accounts;
 mod incidents;
+mod ingest;
 mod policies;
 mod schedules;
 mod services;
@@ -39,6 +46,8 @@ pub struct SqliteStore {
     timer_notify: std::sync::Arc<tokio::sync::Notify>,
     /// Queue of the group-commit trigger batcher (`incidents.rs`).
     triggers: tokio::sync::mpsc::Sender<incidents::TriggerJob>,
+    /// Integration keys, service states and open dedup keys in memory.
+    ingest: std::sync::Arc<ingest::IngestState>,
 }
 
 impl SqliteStore {
@@ -68,18 +77,91 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await?;
         let timer_notify: std::sync::Arc<tokio::sync::Notify> = Default::default();
+        let ingest: std::sync::Arc<ingest::IngestState> = Default::default();
         let (triggers, jobs) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(incidents::run_trigger_batcher(
             writer.clone(),
             jobs,
             timer_notify.clone(),
+            ingest.clone(),
         ));
         Ok(SqliteStore {
             writer,
             reader,
             timer_notify,
             triggers,
+            ingest,
         })
+    }
+
+    /// Begins a write transaction, taking the write lock at once.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Commits, then records the change in the in-memory ingest state
+    /// before any later commit can (see [`ingest`]).
+    async fn commit_then(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+        record: impl FnOnce(&mut ingest::Inner),
+    ) -> Result<()> {
+        commit_then(&self.ingest, tx, record).await
+    }
+}
+
+/// [`SqliteStore::commit_then`] for tasks that hold the state, not the store.
+async fn commit_then(
+    ingest: &ingest::IngestState,
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    record: impl FnOnce(&mut ingest::Inner),
+) -> Result<()> {
+    let _order = ingest.commit_order.lock().await;
+    tx.commit().await?;
+    let mut inner = ingest.write();
+    if inner.loaded() {
+        record(&mut inner);
+    }
+    Ok(())
+}
+
+/// Holds the lock that makes a process the only server of a SQLite file;
+/// released when dropped (or when the process dies, however it dies).
+#[derive(Debug)]
+pub struct ServeLock {
+    _file: std::fs::File,
+}
+
+/// Takes the serving lock of the database file a `sqlite://path` URL
+/// names: an exclusive lock on `<path>.lock`. A second server on the same
+/// file gets a clear error at once instead of silently breaking the
+/// one-writer assumptions; admin commands (`migrate`, `bootstrap`) do not
+/// take it and work beside a running server.
+pub fn lock_for_serving(url: &str) -> Result<ServeLock> {
+    let opts = SqliteConnectOptions::from_str(url)?;
+    let db = opts.get_filename();
+    if let Some(dir) = db.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(e.into()))?;
+        }
+    }
+    let mut path = db.as_os_str().to_owned();
+    path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Backend(e.into()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(ServeLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Conflict(format!(
+            "another klaxon server is already serving {} (lock {} is held); \
+             one process serves a SQLite file, use PostgreSQL to run several",
+            db.display(),
+            std::path::Path::new(&path).display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Backend(e.into())),
     }
 }
 
@@ -96,7 +178,11 @@ impl Store for SqliteStore {
 
     async fn migrate(&self) -> Result<()> {
         MIGRATOR.run(&self.writer).await?;
-        Ok(())
+        // The schema is current: take the ingest facts into memory, holding
+        // the writer and the commit order so no commit falls in between.
+        let mut conn = self.writer.acquire().await?;
+        let _order = self.ingest.commit_order.lock().await;
+        self.ingest.load(&mut conn).await
     }
 
     async fn close(&self) {

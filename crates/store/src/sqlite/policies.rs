@@ -23,7 +23,7 @@ impl PolicyStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<Policy> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let policy: Policy = sqlx::query_as(&format!(
             "INSERT INTO policies (id, account_id, name, loop_limit, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?) RETURNING {POLICY_COLUMNS}"
@@ -83,7 +83,7 @@ impl PolicyStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<Policy> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let policy: Policy = sqlx::query_as(&format!(
             "UPDATE policies SET name = ?, loop_limit = ?, updated_at = ?
              WHERE account_id = ? AND id = ? RETURNING {POLICY_COLUMNS}"
@@ -119,7 +119,7 @@ impl PolicyStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         policy_exists(&mut tx, account_id, id).await?;
         let user: Option<(String,)> = sqlx::query_as(
             "SELECT name FROM services WHERE account_id = ? AND policy_id = ? LIMIT 1",
@@ -180,7 +180,7 @@ impl PolicyStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<PolicyRule> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         policy_exists(&mut tx, account_id, policy_id).await?;
         assignee_exists(&mut tx, account_id, input).await?;
         let rule: PolicyRule = sqlx::query_as(&format!(
@@ -230,7 +230,7 @@ impl PolicyStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<PolicyRule> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         assignee_exists(&mut tx, account_id, input).await?;
         let rule: PolicyRule = sqlx::query_as(&format!(
             "UPDATE policy_rules SET escalation_timeout = ?, assignment_type = ?, assignee_id = ?, updated_at = ?
@@ -269,7 +269,7 @@ impl PolicyStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let gone: Option<(i64,)> = sqlx::query_as(
             "DELETE FROM policy_rules WHERE account_id = ? AND policy_id = ? AND id = ? RETURNING position",
         )
@@ -310,7 +310,7 @@ impl PolicyStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<Vec<PolicyRule>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         policy_exists(&mut tx, account_id, policy_id).await?;
         let before = rules_of(&mut tx, account_id, policy_id).await?;
         crate::util::check_permutation(&before, rule_ids)?;

@@ -28,7 +28,7 @@ impl ScheduleStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<Schedule> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let schedule: Schedule = sqlx::query_as(&format!(
             "INSERT INTO schedules (id, account_id, name, time_zone, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?) RETURNING {SCHEDULE_COLUMNS}"
@@ -82,7 +82,7 @@ impl ScheduleStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<Schedule> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let schedule: Schedule = sqlx::query_as(&format!(
             "UPDATE schedules SET name = ?, time_zone = ?, updated_at = ?
              WHERE account_id = ? AND id = ? RETURNING {SCHEDULE_COLUMNS}"
@@ -118,7 +118,7 @@ impl ScheduleStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         fetch_schedule(&mut tx, account_id, id).await?;
         let rule: Option<(String,)> = sqlx::query_as(
             "SELECT policy_id FROM policy_rules WHERE account_id = ? AND assignment_type = 'schedule' AND assignee_id = ? LIMIT 1",
@@ -166,7 +166,7 @@ impl ScheduleStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<Layer> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         fetch_schedule(&mut tx, account_id, schedule_id).await?;
         users_exist(&mut tx, account_id, &input.users).await?;
         let layer: Layer = sqlx::query_as(&format!(
@@ -213,7 +213,7 @@ impl ScheduleStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<Layer> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         users_exist(&mut tx, account_id, &input.users).await?;
         let layer: Layer = sqlx::query_as(&format!(
             "UPDATE schedule_layers SET rotation = ?, count = ?, start_at = ?, users = ?, restrictions = ?, updated_at = ?
@@ -254,7 +254,7 @@ impl ScheduleStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let gone: Option<(i64,)> = sqlx::query_as(
             "DELETE FROM schedule_layers WHERE account_id = ? AND schedule_id = ? AND id = ? RETURNING position",
         )
@@ -315,7 +315,7 @@ impl ScheduleStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<ScheduleOverride> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         fetch_schedule(&mut tx, account_id, schedule_id).await?;
         users_exist(
             &mut tx,
@@ -360,7 +360,7 @@ impl ScheduleStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "DELETE FROM schedule_overrides WHERE account_id = ? AND schedule_id = ? AND id = ?",
         )

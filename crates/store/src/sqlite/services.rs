@@ -27,7 +27,7 @@ impl ServiceStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<Service> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         policy_in_account(&mut tx, account_id, &input.policy_id).await?;
         let id = new_id();
         sqlx::query(
@@ -64,7 +64,10 @@ impl ServiceStore for SqliteStore {
         )
         .await?;
         let service = fetch(&mut tx, account_id, &id).await?;
-        tx.commit().await?;
+        self.commit_then(tx, |i| {
+            i.service_saved(&id, account_id, integration_key, true)
+        })
+        .await?;
         Ok(service)
     }
 
@@ -91,7 +94,7 @@ impl ServiceStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<Service> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         policy_in_account(&mut tx, account_id, &input.policy_id).await?;
         let done = sqlx::query(
             "UPDATE services SET name = ?, description = ?, policy_id = ?, acknowledge_timeout = ?,
@@ -133,7 +136,7 @@ impl ServiceStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM services WHERE account_id = ? AND id = ?")
             .bind(account_id)
             .bind(id)
@@ -151,7 +154,7 @@ impl ServiceStore for SqliteStore {
             now,
         )
         .await?;
-        tx.commit().await?;
+        self.commit_then(tx, |i| i.service_deleted(id)).await?;
         Ok(())
     }
 
@@ -163,7 +166,7 @@ impl ServiceStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let current: Option<(String,)> =
             sqlx::query_as("SELECT state FROM services WHERE account_id = ? AND id = ?")
                 .bind(account_id)
@@ -193,7 +196,8 @@ impl ServiceStore for SqliteStore {
             &mut tx, account_id, action, "service", id, actor, &changes, now,
         )
         .await?;
-        tx.commit().await?;
+        self.commit_then(tx, |i| i.service_state(id, state == "enabled"))
+            .await?;
         Ok(true)
     }
 
@@ -205,7 +209,7 @@ impl ServiceStore for SqliteStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE services SET integration_key = ?, updated_at = ? WHERE account_id = ? AND id = ?")
             .bind(key)
             .bind(now)
@@ -227,11 +231,14 @@ impl ServiceStore for SqliteStore {
             now,
         )
         .await?;
-        tx.commit().await?;
+        self.commit_then(tx, |i| i.service_rekeyed(id, key)).await?;
         Ok(())
     }
 
     async fn service_by_integration_key(&self, key: &str) -> Result<Option<IntegrationTarget>> {
+        if let Some(target) = self.ingest.integration_target(key) {
+            return Ok(target);
+        }
         Ok(
             sqlx::query_as("SELECT id, account_id, state FROM services WHERE integration_key = ?")
                 .bind(key)

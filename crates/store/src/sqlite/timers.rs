@@ -17,7 +17,7 @@ use crate::{Actor, FiredTimer, Incident, Result, StoreError, Timer, TimerStore};
 #[async_trait]
 impl TimerStore for SqliteStore {
     async fn fire_due_timers(&self, now: Millis, limit: i64) -> Result<Vec<FiredTimer>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let due: Vec<DueTimer> = sqlx::query_as(
             "SELECT id, incident_id, kind, due_at FROM timers
              WHERE due_at <= ? ORDER BY due_at, id LIMIT ?",
@@ -50,7 +50,17 @@ impl TimerStore for SqliteStore {
         let incidents = rows.into_iter().map(|i| (i.id.clone(), i)).collect();
         let batch = plan_batch(&due, incidents, &contexts, now);
         write_batch(&mut tx, &batch, now).await?;
-        tx.commit().await?;
+        // Auto-resolved incidents stop deduplicating triggers.
+        self.commit_then(tx, |state| {
+            for w in batch
+                .incidents
+                .iter()
+                .filter(|w| w.after.state == "resolved")
+            {
+                state.closed(&w.after.id);
+            }
+        })
+        .await?;
         if !batch.insert.is_empty() {
             self.timer_notify.notify_one();
         }

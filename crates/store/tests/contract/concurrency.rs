@@ -33,26 +33,32 @@ pub(crate) async fn race_triggers(
     out
 }
 
+/// Exactly one trigger opened an incident; every other deduplicated into it.
+pub(crate) fn assert_one_created_among(outcomes: Vec<Result<TriggerOutcome>>) -> String {
+    let (mut created, mut dedup) = (Vec::new(), Vec::new());
+    for outcome in outcomes {
+        match outcome.expect("trigger_incident") {
+            TriggerOutcome::Created(i) => created.push(i.id),
+            TriggerOutcome::Deduplicated(id) => dedup.push(id),
+        }
+    }
+    assert_eq!((created.len(), dedup.len()), (1, RACERS - 1));
+    assert!(dedup.iter().all(|id| *id == created[0]));
+    created.remove(0)
+}
+
 pub(crate) async fn assert_one_created(
     store: &dyn Store,
     w: &World,
     outcomes: Vec<Result<TriggerOutcome>>,
 ) {
-    let (mut created, mut dedup) = (Vec::new(), Vec::new());
-    for outcome in outcomes {
-        match outcome.expect("trigger_incident") {
-            TriggerOutcome::Created(i) => created.push(i),
-            TriggerOutcome::Deduplicated(i) => dedup.push(i),
-        }
-    }
-    assert_eq!((created.len(), dedup.len()), (1, RACERS - 1));
-    assert!(dedup.iter().all(|i| i.id == created[0].id));
+    let created = assert_one_created_among(outcomes);
     let (rows, total) = store
         .list_incidents(&w.t.account, &page(100, 0))
         .await
         .expect("list");
-    assert_eq!((ids(&rows), total), (vec![created[0].id.as_str()], 1));
-    let creates = events_of(store, &w.t.account, "incident", &created[0].id).await;
+    assert_eq!((ids(&rows), total), (vec![created.as_str()], 1));
+    let creates = events_of(store, &w.t.account, "incident", &created).await;
     assert_eq!(actions(&creates), ["incident.create"]);
     let svc = store
         .get_service(&w.t.account, &w.service.id)

@@ -233,8 +233,9 @@ pub(crate) async fn dedup_by_key(store: Arc<dyn Store>) {
             .await
             .expect("trigger");
         match again {
-            TriggerOutcome::Deduplicated(i) => {
-                assert_eq!(i.id, first.id);
+            TriggerOutcome::Deduplicated(id) => {
+                assert_eq!(id, first.id);
+                let i = store.get_incident(acc, &id).await.expect("incident");
                 assert_eq!(i.message, "disk full");
                 assert_eq!(i.current_policy_id.as_deref(), Some(w.policy.id.as_str()));
             }
@@ -318,7 +319,7 @@ pub(crate) async fn dedup_by_key(store: Arc<dyn Store>) {
         .await
         .expect("trigger");
     assert!(
-        matches!(&again, TriggerOutcome::Deduplicated(i) if i.id == first.id),
+        matches!(&again, TriggerOutcome::Deduplicated(id) if *id == first.id),
         "{again:?}"
     );
     w.act(store, &first.id, IncidentAction::Resolve, NOW + 5)
@@ -369,7 +370,7 @@ pub(crate) async fn dedup_by_message(store: Arc<dyn Store>) {
         .await
         .expect("trigger");
     assert!(
-        matches!(&again, TriggerOutcome::Deduplicated(i) if i.id == first.id),
+        matches!(&again, TriggerOutcome::Deduplicated(id) if *id == first.id),
         "{again:?}"
     );
     // Messages match exactly.
@@ -450,4 +451,142 @@ pub(crate) async fn trigger_on_disabled_service_is_refused(store: Arc<dyn Store>
         .await
         .expect("enable");
     w.trigger(store, "new", Some("k2"), NOW).await;
+}
+
+/// Opens an incident and returns it, failing on a duplicate.
+async fn open(
+    store: &dyn Store,
+    w: &World,
+    message: &str,
+    key: Option<&str>,
+    now: Millis,
+) -> Incident {
+    match store
+        .trigger_incident(
+            &w.t.account,
+            &w.service.id,
+            &new_incident(message, key),
+            true,
+            &Actor::Service(w.service.id.clone()),
+            now,
+        )
+        .await
+        .expect("trigger")
+    {
+        TriggerOutcome::Created(i) => i,
+        other => panic!("expected a new incident for {message:?}/{key:?}, got {other:?}"),
+    }
+}
+
+/// The incident a repeated trigger deduplicates into, or `None` when it
+/// opens a new one.
+async fn dedups_into(
+    store: &dyn Store,
+    w: &World,
+    message: &str,
+    key: Option<&str>,
+) -> Option<String> {
+    match store
+        .trigger_incident(
+            &w.t.account,
+            &w.service.id,
+            &new_incident(message, key),
+            true,
+            &Actor::Service(w.service.id.clone()),
+            NOW + 5,
+        )
+        .await
+        .expect("trigger")
+    {
+        TriggerOutcome::Deduplicated(id) => Some(id),
+        TriggerOutcome::Created(_) => None,
+    }
+}
+
+/// Every way an incident stops being open stops it deduplicating, at
+/// once: resolving, deleting, auto-resolve by the engine; editing the
+/// message moves keyless dedup to the new message; and triggers in one
+/// batch deduplicate against each other.
+pub(crate) async fn dedup_ends_with_the_open_incident(shared: Arc<dyn Store>) {
+    let store = &*shared;
+    let w = world(store, "acme").await;
+    let (acc, actor) = (&w.t.account, w.t.actor());
+
+    // Resolved.
+    let a = open(store, &w, "disk full", Some("disk"), NOW).await;
+    assert_eq!(
+        dedups_into(store, &w, "x", Some("disk")).await.as_deref(),
+        Some(a.id.as_str())
+    );
+    store
+        .act_on_incident(acc, &a.id, IncidentAction::Resolve, &actor, NOW + 1)
+        .await
+        .expect("resolve");
+    let b = open(store, &w, "disk full", Some("disk"), NOW + 2).await;
+    assert_ne!(a.id, b.id);
+
+    // Deleted.
+    store
+        .delete_incident(acc, &b.id, &actor, NOW + 3)
+        .await
+        .expect("delete");
+    let c = open(store, &w, "disk full", Some("disk"), NOW + 4).await;
+
+    // Keyless dedup follows an edited message.
+    let d = open(store, &w, "cpu hot", None, NOW + 5).await;
+    assert_eq!(
+        dedups_into(store, &w, "cpu hot", None).await.as_deref(),
+        Some(d.id.as_str())
+    );
+    let patch = IncidentPatch {
+        message: Some("cpu on fire".into()),
+        ..IncidentPatch::default()
+    };
+    store
+        .update_incident(acc, &d.id, &patch, &actor, NOW + 6)
+        .await
+        .expect("update");
+    assert_eq!(
+        dedups_into(store, &w, "cpu on fire", None).await.as_deref(),
+        Some(d.id.as_str())
+    );
+    let e = open(store, &w, "cpu hot", None, NOW + 7).await;
+    assert_ne!(e.id, d.id);
+
+    // Auto-resolved by the engine.
+    let mut input = service_input("web", &w.policy.id);
+    input.auto_resolve_timeout = Some(5);
+    store
+        .update_service(acc, &w.service.id, &input, &json!({}), &actor, NOW + 8)
+        .await
+        .expect("update service");
+    let f = open(store, &w, "memory low", Some("mem"), NOW + 10).await;
+    store
+        .fire_due_timers(NOW + 10 + 5 * MINUTE, 1000)
+        .await
+        .expect("fire");
+    let f = store.get_incident(acc, &f.id).await.expect("incident");
+    assert_eq!(f.state, "resolved");
+    let g = open(store, &w, "memory low", Some("mem"), NOW + 11 + 5 * MINUTE).await;
+    assert_ne!(f.id, g.id);
+
+    // Concurrent triggers of one new key (batched together on SQLite): one incident.
+    let outcomes = super::concurrency::race_triggers(
+        &shared,
+        &w,
+        |_| new_incident("net down", Some("net")),
+        true,
+    )
+    .await;
+    super::concurrency::assert_one_created_among(outcomes);
+
+    // Still open after all that: c (disk), e (cpu hot), d (cpu on fire).
+    assert_eq!(
+        dedups_into(store, &w, "x", Some("disk")).await.as_deref(),
+        Some(c.id.as_str())
+    );
+    assert_eq!(
+        dedups_into(store, &w, "cpu hot", None).await.as_deref(),
+        Some(e.id.as_str())
+    );
 }
