@@ -70,7 +70,10 @@ pub fn credential(parts: &Parts) -> Option<&str> {
     } else {
         return None;
     };
-    (!secret.is_empty() && secret.len() <= 256).then_some(secret)
+    let plausible = !secret.is_empty()
+        && secret.len() <= 256
+        && !klaxon_core::validate::TextKind::Line.refuses(secret);
+    plausible.then_some(secret)
 }
 
 /// SHA-256 of a token, hex: what the database stores instead of the token.

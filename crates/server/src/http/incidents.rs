@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::auth::Auth;
 use super::error::{ApiError, ApiResult};
-use super::input::{nullable, Checks, Input, Params};
+use super::input::{check_json, nullable, Checks, Input, Params};
 use super::page::PageParams;
 use super::{created, path_id, views, Created};
 use crate::app::AppState;
@@ -40,7 +40,11 @@ fn check_details(checks: &mut Checks, details: Option<Value>) -> Option<Value> {
     let details = match details? {
         Value::Null => return None,
         Value::String(s) if s.trim_start().starts_with('{') => {
-            serde_json::from_str::<Value>(&s).unwrap_or(Value::String(s))
+            let details = serde_json::from_str::<Value>(&s).unwrap_or(Value::String(s));
+            // The request was checked as text; its escapes become
+            // characters only now.
+            check_json(checks, &details, "details", Some("details"));
+            details
         }
         v @ (Value::String(_) | Value::Object(_)) => v,
         _ => {

@@ -5,8 +5,10 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
+use klaxon_core::validate::TextKind;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 use super::error::ApiError;
 
@@ -55,6 +57,13 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     } else {
         bytes
     };
+    // Control characters can only arrive escaped (`\u0000`), so only a
+    // well-formed document can hold one; a malformed one is a 400 below.
+    if let Ok(document) = serde_json::from_slice::<Value>(bytes) {
+        let mut checks = Checks::default();
+        check_json(&mut checks, &document, "", None);
+        checks.finish()?;
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
@@ -72,11 +81,82 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut checks = Checks::default();
+    for (name, value) in form_urlencoded::parse(bytes) {
+        if TextKind::Line.refuses(&name) {
+            checks.add(
+                "base",
+                "parameter names must not contain control characters",
+            );
+        } else if kind_of(&name).refuses(&value) {
+            checks.add(&name, kind_of(&name).message());
+        }
+    }
+    checks.finish()?;
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(bytes));
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
         field_error(&path, &err.into_inner().to_string())
     })
+}
+
+/// Fields whose values are free text, where tab, newline and carriage
+/// return are allowed; every other string is a single line.
+const FREE_TEXT: &[&str] = &["message", "description", "details"];
+
+fn kind_of(field: &str) -> TextKind {
+    if FREE_TEXT.contains(&field) {
+        TextKind::Text
+    } else {
+        TextKind::Line
+    }
+}
+
+/// Refuses control characters in every key and string of a JSON value,
+/// naming fields as serde does (`assignment.id`, `users[1]`). Inside a
+/// free-text field (`details` is arbitrary JSON) everything is named after
+/// that field and held to its rule.
+pub fn check_json(checks: &mut Checks, value: &Value, path: &str, free_text: Option<&str>) {
+    let here = if path.is_empty() { "base" } else { path };
+    match value {
+        Value::String(s) => match free_text {
+            Some(field) if TextKind::Text.refuses(s) => {
+                checks.add(field, TextKind::Text.message());
+            }
+            None if TextKind::Line.refuses(s) => checks.add(here, TextKind::Line.message()),
+            _ => {}
+        },
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_json(checks, item, &format!("{path}[{i}]"), free_text);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                match free_text {
+                    Some(field) => {
+                        if TextKind::Text.refuses(key) {
+                            checks.add(field, TextKind::Text.message());
+                        }
+                        check_json(checks, item, path, free_text);
+                    }
+                    None if TextKind::Line.refuses(key) => {
+                        checks.add(here, "field names must not contain control characters");
+                    }
+                    None => {
+                        let child = if path.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{path}.{key}")
+                        };
+                        let free = FREE_TEXT.contains(&key.as_str()).then_some(child.as_str());
+                        check_json(checks, item, &child, free);
+                    }
+                }
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
 }
 
 /// Turns a serde message into a 422 on the field it names.
@@ -126,10 +206,11 @@ pub struct Checks(super::error::FieldErrors);
 impl Checks {
     /// Records a problem with a field.
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.0
-            .entry(field.to_owned())
-            .or_default()
-            .push(message.into());
+        let message = message.into();
+        let messages = self.0.entry(field.to_owned()).or_default();
+        if !messages.contains(&message) {
+            messages.push(message);
+        }
     }
 
     /// Requires a non-blank string of at most `max` bytes; returns it trimmed.
@@ -226,5 +307,52 @@ impl Changeset {
     /// The changeset as stored on the event.
     pub fn into_value(self) -> serde_json::Value {
         serde_json::Value::Object(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn refused(body: Value) -> Vec<String> {
+        let mut checks = Checks::default();
+        check_json(&mut checks, &body, "", None);
+        checks.0.into_keys().collect()
+    }
+
+    #[test]
+    fn json_control_characters_name_their_field() {
+        assert!(refused(json!({"name": "ok", "message": "a\tb\r\n", "n": 1})).is_empty());
+        assert_eq!(refused(json!({"name": "a\tb"})), ["name"]);
+        assert_eq!(refused(json!({"message": "a\u{0}b"})), ["message"]);
+        assert_eq!(
+            refused(json!({"assignment": {"id": "\u{1}"}})),
+            ["assignment.id"]
+        );
+        assert_eq!(refused(json!({"users": ["ok", "\u{7f}"]})), ["users[1]"]);
+        assert_eq!(refused(json!({"a\u{0}": 1})), ["base"]);
+        assert_eq!(refused(json!("\u{0}")), ["base"]);
+        // Anything inside `details` is named `details`, keys included.
+        assert!(refused(json!({"details": {"a\tb": ["c\nd"]}})).is_empty());
+        for details in [
+            json!({"a": {"b": [1, "\u{0}"]}}),
+            json!({"a": {"\u{0}": null}}),
+            json!("\u{1b}"),
+        ] {
+            assert_eq!(refused(json!({ "details": details })), ["details"]);
+        }
+    }
+
+    #[test]
+    fn form_control_characters_name_their_parameter() {
+        let err = |query: &str| match parse_form::<Value>(query.as_bytes()) {
+            Err(ApiError::Unprocessable(errors)) => errors.into_keys().collect::<Vec<_>>(),
+            _ => Vec::new(),
+        };
+        assert_eq!(err("q=a%00b"), ["q"]);
+        assert_eq!(err("message=a%09b&key=%0A"), ["key"]);
+        assert_eq!(err("a%00=b"), ["base"]);
+        assert!(err("message=a%09b%0D%0A&q=x").is_empty());
     }
 }
