@@ -439,3 +439,107 @@ pub(crate) fn plan_batch(due: &[DueTimer], input: BatchInput, now: Millis) -> Ba
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const NOW: Millis = 1_700_000_000_000;
+
+    fn incident(id: &str, service: &str, state: &str) -> Incident {
+        Incident {
+            id: id.into(),
+            account_id: "acct".into(),
+            service_id: service.into(),
+            state: state.into(),
+            message: id.into(),
+            description: None,
+            details: None,
+            key: id.into(),
+            current_user_id: Some("u1".into()),
+            current_policy_rule_id: Some("r1".into()),
+            current_policy_id: Some("p".into()),
+            escalation_loop_count: 1,
+            triggered_at: NOW,
+            acknowledged_at: None,
+            resolved_at: None,
+            created_at: NOW,
+            updated_at: NOW,
+        }
+    }
+
+    fn due(id: &str, incident: &str, attempts: i64) -> DueTimer {
+        DueTimer {
+            id: id.into(),
+            incident_id: incident.into(),
+            kind: "escalate".into(),
+            due_at: NOW,
+            attempts,
+        }
+    }
+
+    fn context() -> PolicyContext {
+        let rule = |id: &str, user: &str, position| PolicyRule {
+            id: id.into(),
+            policy_id: "p".into(),
+            position,
+            escalation_timeout: 30,
+            assignment_type: "user".into(),
+            assignee_id: user.into(),
+            created_at: NOW,
+            updated_at: NOW,
+        };
+        PolicyContext {
+            rules: vec![rule("r1", "u1", 0), rule("r2", "u2", 1)],
+            loop_limit: 2,
+            acknowledge_timeout: None,
+            auto_resolve_timeout: None,
+            schedules: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn timers_that_cannot_be_processed_are_set_aside_alone() {
+        let mut input = BatchInput::default();
+        for (id, service, state) in [
+            ("ok", "good", "triggered"),
+            ("no-policy", "bad", "triggered"),
+            ("odd-state", "good", "sleeping"),
+        ] {
+            input
+                .incidents
+                .insert(id.into(), incident(id, service, state));
+        }
+        input
+            .broken_incidents
+            .insert("unreadable".into(), "bad row".into());
+        input.contexts.insert("good".into(), Ok(context()));
+        input.contexts.insert("bad".into(), Err("not found".into()));
+        let timers = [
+            due("t1", "ok", 0),
+            due("t2", "no-policy", 0),
+            due("t3", "odd-state", 3),
+            due("t4", "unreadable", 9),
+            due("t5", "busy", 0),
+        ];
+        let plan = plan_batch(&timers, input, NOW);
+        assert_eq!(plan.delete, ["t1"]);
+        assert_eq!(plan.fired.len(), 1);
+        assert_eq!(plan.incidents.len(), 1);
+        assert_eq!(
+            plan.incidents[0].after.current_policy_rule_id.as_deref(),
+            Some("r2")
+        );
+        let failed: Vec<(&str, i64, Millis)> = plan
+            .failed
+            .iter()
+            .map(|f| (f.id.as_str(), f.attempts, f.retry_at - NOW))
+            .collect();
+        // t5's incident is busy (locked elsewhere): left alone, not failed.
+        assert_eq!(
+            failed,
+            [("t2", 1, 1_000), ("t3", 4, 8_000), ("t4", 10, 512_000)]
+        );
+    }
+}
