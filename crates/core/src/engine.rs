@@ -236,6 +236,23 @@ pub fn preview(rule_timeouts: &[Millis], loop_limit: u32, at: Millis) -> Vec<(Mi
     out
 }
 
+/// First delay before a timer that could not be processed is tried again.
+pub const RETRY_BASE_MS: Millis = 1_000;
+/// Longest delay between two tries of a failing timer.
+pub const RETRY_CAP_MS: Millis = 10 * crate::time::MINUTE_MS;
+
+/// How long a timer that has now failed `attempts` times (1 after its
+/// first failure) waits before it is tried again: 1 s, 2 s, 4 s … doubling
+/// up to [`RETRY_CAP_MS`]. A failing timer is never dropped — its data may
+/// be fixed — but it must not be retried so often that it crowds out the
+/// timers that work.
+pub fn retry_delay(attempts: u32) -> Millis {
+    let doublings = attempts.saturating_sub(1).min(32);
+    RETRY_BASE_MS
+        .saturating_mul(1_i64 << doublings)
+        .min(RETRY_CAP_MS)
+}
+
 /// The escalation timer for an incident now at `step`: due after that
 /// rule's timeout, if the walk goes on from there.
 fn escalation_timer(ctx: &Context<'_>, step: Option<Step>) -> Vec<(TimerKind, Millis)> {
@@ -271,6 +288,27 @@ mod tests {
             acknowledge_timeout: Some(60 * MINUTE_MS),
             auto_resolve_timeout: Some(24 * 60 * MINUTE_MS),
             now,
+        }
+    }
+
+    #[test]
+    fn retry_delay_doubles_up_to_the_cap() {
+        let delays: Vec<Millis> = (0..=12).map(retry_delay).collect();
+        assert_eq!(
+            delays,
+            [
+                1_000, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000,
+                512_000, 600_000, 600_000
+            ]
+        );
+        assert_eq!(retry_delay(u32::MAX), RETRY_CAP_MS);
+    }
+
+    proptest! {
+        #[test]
+        fn retry_delay_never_shrinks(a in 0u32..1000) {
+            prop_assert!(retry_delay(a) <= retry_delay(a + 1));
+            prop_assert!(retry_delay(a) >= RETRY_BASE_MS);
         }
     }
 

@@ -5,7 +5,10 @@
 //! request in this process, or, on PostgreSQL, by a NOTIFY from another
 //! process. Polling is only a fallback, every [`FALLBACK_POLL`]. What a
 //! timer does is decided by `klaxon_core::engine::decide`; the store
-//! applies it and deletes the timer in one transaction.
+//! applies it and deletes the timer in one transaction. A timer that
+//! cannot be processed (its incident's data is broken) is set aside by the
+//! store with a growing delay and logged; the rest of the batch fires, so
+//! a step fails only when the database itself does.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,8 @@
 //! The escalation engine through the real binary, on an accelerated clock
 //! (`KLAXON_CLOCK_SPEED`): timed escalation to the loop limit, acknowledge
-//! stopping it, a SIGKILL and restart in the middle losing nothing, and
-//! several processes sharing one PostgreSQL database firing each timer once.
+//! stopping it, a SIGKILL and restart in the middle losing nothing,
+//! several processes sharing one PostgreSQL database firing each timer once,
+//! and one incident's broken data not holding up the others.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -307,6 +308,108 @@ async fn postgres_processes_share_the_work() {
         30 * 3,
         "each timer fired by exactly one process"
     );
+}
+
+/// Runs SQL on a PostgreSQL database with `psql` (which the test kit
+/// needs anyway) and returns its unaligned output.
+fn psql(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([
+            url,
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// One incident whose service's policy is gone (a row broken behind the
+/// API's back): its timer is retried with a backoff, never dropped, while
+/// every other incident keeps escalating on time; once the row is fixed,
+/// it escalates too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_broken_timer_does_not_stop_the_others() {
+    let server = fast_server(Backend::Postgres).await;
+    let url = server.database_url.clone();
+    let a = server.register("Alpha").await;
+    let u2 = two_users(&server, &a).await;
+    let web = setup(&server, &a, &[&a.user_id, &u2], 2).await;
+    // 30-minute rules (1.5 s of real time): time to break the row first.
+    let db = server.setup_service(&a, "Db", &[&a.user_id, &u2], 2).await;
+    let broken = server
+        .integration("trigger", &db.integration_key, &[("message", "db down")])
+        .await
+        .str("id");
+    psql(
+        &url,
+        &format!(
+            "BEGIN; SET LOCAL session_replication_role = replica;
+             UPDATE services SET policy_id = 'no-such-policy' WHERE id = '{}'; COMMIT;",
+            db.service_id
+        ),
+    );
+    let attempts = || {
+        psql(
+            &url,
+            &format!("SELECT attempts FROM timers WHERE incident_id = '{broken}'"),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while attempts().parse::<i64>().unwrap_or(0) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the broken timer was never tried"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(
+            server
+                .integration(
+                    "trigger",
+                    &web.integration_key,
+                    &[("message", &format!("m{n}"))],
+                )
+                .await
+                .str("id"),
+        );
+    }
+    for id in &ids {
+        let got = wait_for_escalations(&server, &a.token, id, 3, Duration::from_secs(30)).await;
+        assert_eq!(
+            got.len(),
+            3,
+            "incident {id} escalates despite the broken one"
+        );
+    }
+    assert!(escalations(&server, &a.token, &broken).await.is_empty());
+    let tries: i64 = attempts().parse().expect("the broken timer is kept");
+    assert!(tries >= 2, "retried with a backoff: {tries} attempts");
+
+    psql(
+        &url,
+        &format!(
+            "UPDATE services SET policy_id = '{}' WHERE id = '{}'",
+            db.policy_id, db.service_id
+        ),
+    );
+    let got = wait_for_escalations(&server, &a.token, &broken, 1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1, "fixed, it escalates");
+    assert_eq!(got[0]["changeset"]["current_user_id"][1], u2.as_str());
 }
 
 both_backends!(

@@ -381,8 +381,10 @@ pub struct Timer {
     pub incident_id: String,
     /// `escalate`, `acknowledge_timeout` or `auto_resolve`.
     pub kind: String,
-    /// When it comes due.
+    /// When it comes due (for a timer that failed, its next try).
     pub due_at: Millis,
+    /// How many times processing it has failed (0 for a healthy timer).
+    pub attempts: i64,
 }
 
 /// An on-call schedule.

@@ -207,6 +207,26 @@ pub(crate) struct DueTimer {
     pub kind: String,
     /// When it came due.
     pub due_at: Millis,
+    /// How many times processing it has failed.
+    pub attempts: i64,
+}
+
+/// A due timer that could not be processed: it stays, to be tried again
+/// later (its data may be fixed), and the rest of the batch goes on.
+#[derive(Debug, Clone)]
+pub(crate) struct FailedTimer {
+    /// Timer id.
+    pub id: String,
+    /// Its incident.
+    pub incident_id: String,
+    /// Stored kind.
+    pub kind: String,
+    /// Failures so far, this one included.
+    pub attempts: i64,
+    /// When it is tried again.
+    pub retry_at: Millis,
+    /// Why it failed.
+    pub reason: String,
 }
 
 /// One incident's net effect of a batch of fired timers.
@@ -226,6 +246,8 @@ pub(crate) struct BatchPlan {
     pub fired: Vec<crate::FiredTimer>,
     /// Fired timers to delete.
     pub delete: Vec<String>,
+    /// Timers set aside for a later try.
+    pub failed: Vec<FailedTimer>,
     /// Changed incidents (final values and cancellations).
     pub incidents: Vec<IncidentWrite>,
     /// Timers to insert: (account, incident, kind, due).
@@ -249,27 +271,72 @@ impl BatchPlan {
         }
         groups
     }
+
+    /// Logs the timers that were set aside (after the batch committed).
+    pub fn log_failures(&self) {
+        for f in &self.failed {
+            tracing::error!(
+                incident = %f.incident_id,
+                timer = %f.id,
+                kind = %f.kind,
+                attempts = f.attempts,
+                retry_at = f.retry_at,
+                reason = %f.reason,
+                "timer could not be processed; retrying later"
+            );
+        }
+    }
 }
 
-/// Plans a batch of due timers. `incidents` holds the (locked) incidents
-/// by id — a timer whose incident is missing is left alone (busy or
-/// deleted); `contexts` the policy context of every service involved.
-/// Timers of one incident apply in order, each to the previous one's
-/// result; a timer an earlier change cancelled does not fire.
-pub(crate) fn plan_batch(
-    due: &[DueTimer],
-    mut incidents: HashMap<String, Incident>,
-    contexts: &HashMap<String, PolicyContext>,
-    now: Millis,
-) -> BatchPlan {
-    use klaxon_core::engine::TimerKind;
+/// What a backend could load for a batch. A failure to load one incident
+/// or one service's policy is recorded here with its reason, so that only
+/// the timers that depend on it are set aside.
+#[derive(Debug, Default)]
+pub(crate) struct BatchInput {
+    /// The (locked) incidents by id. A timer whose incident is neither here
+    /// nor in `broken_incidents` is left alone: busy, or deleted.
+    pub incidents: HashMap<String, Incident>,
+    /// Incidents whose rows could not be read, with the reason.
+    pub broken_incidents: HashMap<String, String>,
+    /// Each involved service's policy context, or why it could not be loaded.
+    pub contexts: HashMap<String, Result<PolicyContext, String>>,
+}
+
+/// Plans a batch of due timers from what `input` holds. Timers of one
+/// incident apply in order, each to the previous one's result; a timer an
+/// earlier change cancelled does not fire. A timer that cannot be
+/// processed — its incident or policy could not be loaded, its incident's
+/// state is not one we know, the decision fails — goes to
+/// [`BatchPlan::failed`] with a backoff; it never fails the batch.
+pub(crate) fn plan_batch(due: &[DueTimer], input: BatchInput, now: Millis) -> BatchPlan {
+    use klaxon_core::engine::{retry_delay, TimerKind};
+    let BatchInput {
+        mut incidents,
+        broken_incidents,
+        contexts,
+    } = input;
     let mut out = BatchPlan::default();
+    let fail = |out: &mut BatchPlan, t: &DueTimer, reason: String| {
+        let attempts = t.attempts.saturating_add(1);
+        let delay = retry_delay(u32::try_from(attempts).unwrap_or(u32::MAX));
+        out.failed.push(FailedTimer {
+            id: t.id.clone(),
+            incident_id: t.incident_id.clone(),
+            kind: t.kind.clone(),
+            attempts,
+            retry_at: now.saturating_add(delay),
+            reason,
+        });
+    };
     // Per incident: kinds cancelled so far, and timers armed so far.
     let mut cancelled: HashMap<String, Vec<&'static str>> = HashMap::new();
     let mut armed: HashMap<String, Vec<(&'static str, Millis)>> = HashMap::new();
     let mut changed: Vec<String> = Vec::new();
     for t in due {
         let Some(current) = incidents.get_mut(&t.incident_id) else {
+            if let Some(reason) = broken_incidents.get(&t.incident_id) {
+                fail(&mut out, t, format!("cannot load the incident: {reason}"));
+            }
             continue;
         };
         if cancelled
@@ -279,17 +346,34 @@ pub(crate) fn plan_batch(
             // Deleted with its kind by an earlier change of this batch.
             continue;
         }
-        out.delete.push(t.id.clone());
         let Some(kind) = TimerKind::parse(&t.kind) else {
-            tracing::error!(timer = %t.id, kind = %t.kind, "dropping timer of unknown kind");
+            fail(&mut out, t, "unknown timer kind".to_owned());
             continue;
         };
-        let change = contexts.get(&current.service_id).and_then(|pc| {
-            plan(Some(&*current), Cause::Timer(kind), pc, now)
-                .ok()
-                .flatten()
-                .map(|c| (c, pc))
-        });
+        if IncidentState::parse(&current.state).is_none() {
+            let reason = format!("unknown incident state {:?}", current.state);
+            fail(&mut out, t, reason);
+            continue;
+        }
+        let pc = match contexts.get(&current.service_id) {
+            Some(Ok(pc)) => pc,
+            Some(Err(reason)) => {
+                fail(&mut out, t, format!("cannot load the policy: {reason}"));
+                continue;
+            }
+            None => {
+                fail(&mut out, t, "the policy was not loaded".to_owned());
+                continue;
+            }
+        };
+        let change = match plan(Some(&*current), Cause::Timer(kind), pc, now) {
+            Ok(change) => change.map(|c| (c, pc)),
+            Err(err) => {
+                fail(&mut out, t, format!("the decision failed: {err}"));
+                continue;
+            }
+        };
+        out.delete.push(t.id.clone());
         out.fired.push(crate::FiredTimer {
             kind: kind.as_str().to_owned(),
             incident_id: t.incident_id.clone(),
@@ -319,7 +403,11 @@ pub(crate) fn plan_batch(
                 kinds.push(k);
             }
         }
-        pending.extend(change.schedule.iter().copied());
+        for &(kind, due) in &change.schedule {
+            // One pending timer per kind: the latest arming wins.
+            pending.retain(|(p, _)| *p != kind);
+            pending.push((kind, due));
+        }
         current.state = change.state.as_str().to_owned();
         current.acknowledged_at = change.acknowledged_at;
         current.resolved_at = change.resolved_at;
@@ -350,4 +438,108 @@ pub(crate) fn plan_batch(
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const NOW: Millis = 1_700_000_000_000;
+
+    fn incident(id: &str, service: &str, state: &str) -> Incident {
+        Incident {
+            id: id.into(),
+            account_id: "acct".into(),
+            service_id: service.into(),
+            state: state.into(),
+            message: id.into(),
+            description: None,
+            details: None,
+            key: id.into(),
+            current_user_id: Some("u1".into()),
+            current_policy_rule_id: Some("r1".into()),
+            current_policy_id: Some("p".into()),
+            escalation_loop_count: 1,
+            triggered_at: NOW,
+            acknowledged_at: None,
+            resolved_at: None,
+            created_at: NOW,
+            updated_at: NOW,
+        }
+    }
+
+    fn due(id: &str, incident: &str, attempts: i64) -> DueTimer {
+        DueTimer {
+            id: id.into(),
+            incident_id: incident.into(),
+            kind: "escalate".into(),
+            due_at: NOW,
+            attempts,
+        }
+    }
+
+    fn context() -> PolicyContext {
+        let rule = |id: &str, user: &str, position| PolicyRule {
+            id: id.into(),
+            policy_id: "p".into(),
+            position,
+            escalation_timeout: 30,
+            assignment_type: "user".into(),
+            assignee_id: user.into(),
+            created_at: NOW,
+            updated_at: NOW,
+        };
+        PolicyContext {
+            rules: vec![rule("r1", "u1", 0), rule("r2", "u2", 1)],
+            loop_limit: 2,
+            acknowledge_timeout: None,
+            auto_resolve_timeout: None,
+            schedules: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn timers_that_cannot_be_processed_are_set_aside_alone() {
+        let mut input = BatchInput::default();
+        for (id, service, state) in [
+            ("ok", "good", "triggered"),
+            ("no-policy", "bad", "triggered"),
+            ("odd-state", "good", "sleeping"),
+        ] {
+            input
+                .incidents
+                .insert(id.into(), incident(id, service, state));
+        }
+        input
+            .broken_incidents
+            .insert("unreadable".into(), "bad row".into());
+        input.contexts.insert("good".into(), Ok(context()));
+        input.contexts.insert("bad".into(), Err("not found".into()));
+        let timers = [
+            due("t1", "ok", 0),
+            due("t2", "no-policy", 0),
+            due("t3", "odd-state", 3),
+            due("t4", "unreadable", 9),
+            due("t5", "busy", 0),
+        ];
+        let plan = plan_batch(&timers, input, NOW);
+        assert_eq!(plan.delete, ["t1"]);
+        assert_eq!(plan.fired.len(), 1);
+        assert_eq!(plan.incidents.len(), 1);
+        assert_eq!(
+            plan.incidents[0].after.current_policy_rule_id.as_deref(),
+            Some("r2")
+        );
+        let failed: Vec<(&str, i64, Millis)> = plan
+            .failed
+            .iter()
+            .map(|f| (f.id.as_str(), f.attempts, f.retry_at - NOW))
+            .collect();
+        // t5's incident is busy (locked elsewhere): left alone, not failed.
+        assert_eq!(
+            failed,
+            [("t2", 1, 1_000), ("t3", 4, 8_000), ("t4", 10, 512_000)]
+        );
+    }
 }

@@ -15,8 +15,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use klaxon_core::time::{Millis, DAY_MS};
 use sqlx::postgres::PgListener;
-use std::collections::HashMap;
-
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 use tokio::sync::Notify;
@@ -24,7 +22,9 @@ use tokio::sync::Notify;
 use super::incidents::INCIDENT_SELECT;
 use super::policies::rules_of;
 use super::{insert_event, PgStore};
-use crate::plan::{plan_batch, BatchPlan, Change, DueTimer, PolicyContext, ServicePolicyRow};
+use crate::plan::{
+    plan_batch, BatchInput, BatchPlan, Change, DueTimer, PolicyContext, ServicePolicyRow,
+};
 use crate::util::{new_id, transition_changeset};
 use crate::{Actor, FiredTimer, Incident, Result, StoreError, Timer, TimerStore};
 
@@ -36,7 +36,7 @@ impl TimerStore for PgStore {
     async fn fire_due_timers(&self, now: Millis, limit: i64) -> Result<Vec<FiredTimer>> {
         let mut tx = self.pool.begin().await?;
         let due: Vec<DueTimer> = sqlx::query_as(
-            r#"SELECT id, incident_id, kind, due_at FROM timers
+            r#"SELECT id, incident_id, kind, due_at, attempts FROM timers
                WHERE due_at <= $1 ORDER BY due_at, id COLLATE "C" LIMIT $2
                FOR UPDATE SKIP LOCKED"#,
         )
@@ -59,23 +59,11 @@ impl TimerStore for PgStore {
         .fetch_all(&mut *tx)
         .await?;
         let locked: Vec<String> = locked.into_iter().map(|(id,)| id).collect();
-        let rows: Vec<Incident> =
-            sqlx::query_as(&format!("{INCIDENT_SELECT} WHERE i.id = ANY($1)"))
-                .bind(&locked)
-                .fetch_all(&mut *tx)
-                .await?;
-        // Timers of one service share its policy: load it once a batch.
-        let mut contexts: HashMap<String, PolicyContext> = HashMap::new();
-        for i in &rows {
-            if !contexts.contains_key(&i.service_id) {
-                let pc = load_policy_context(&mut tx, &i.service_id, now).await?;
-                contexts.insert(i.service_id.clone(), pc);
-            }
-        }
-        let incidents = rows.into_iter().map(|i| (i.id.clone(), i)).collect();
-        let batch = plan_batch(&due, incidents, &contexts, now);
+        let input = load_batch(&mut tx, &locked, now).await?;
+        let batch = plan_batch(&due, input, now);
         write_batch(&mut tx, &batch, now).await?;
         tx.commit().await?;
+        batch.log_failures();
         if !batch.insert.is_empty() {
             self.timer_notify.notify_one();
         }
@@ -99,7 +87,7 @@ impl TimerStore for PgStore {
 
     async fn list_timers(&self, account_id: &str, incident_id: &str) -> Result<Vec<Timer>> {
         Ok(sqlx::query_as(
-            r#"SELECT id, incident_id, kind, due_at FROM timers
+            r#"SELECT id, incident_id, kind, due_at, attempts FROM timers
                WHERE account_id = $1 AND incident_id = $2 ORDER BY due_at, id COLLATE "C""#,
         )
         .bind(account_id)
@@ -149,6 +137,84 @@ impl PgStore {
     }
 }
 
+/// The (locked) incidents of a batch's timers, and their services'
+/// policies. What cannot be read (a row that does not decode, a policy or
+/// schedule that is missing or malformed) is recorded in the input with
+/// its reason, so that only the timers depending on it are set aside; only
+/// an unreachable database fails the batch. Each policy is loaded in a
+/// savepoint: an error PostgreSQL raises would otherwise abort the whole
+/// transaction.
+async fn load_batch(conn: &mut PgConnection, ids: &[String], now: Millis) -> Result<BatchInput> {
+    let mut input = BatchInput::default();
+    match fetch_incidents(conn, ids).await {
+        Ok(rows) => input.incidents = rows.into_iter().map(|i| (i.id.clone(), i)).collect(),
+        Err(err) if err.is_unavailable() => return Err(err),
+        Err(_) => {
+            // One bad row fails the set-based read: find it row by row.
+            for id in ids {
+                let mut sp = sqlx::Connection::begin(&mut *conn).await?;
+                let rows = fetch_incidents(&mut sp, std::slice::from_ref(id)).await;
+                match settle(sp, rows).await? {
+                    Ok(rows) => input
+                        .incidents
+                        .extend(rows.into_iter().map(|i| (i.id.clone(), i))),
+                    Err(err) => {
+                        input.broken_incidents.insert(id.clone(), err.to_string());
+                    }
+                }
+            }
+        }
+    }
+    let mut services: Vec<String> = input
+        .incidents
+        .values()
+        .map(|i| i.service_id.clone())
+        .collect();
+    services.sort_unstable();
+    services.dedup();
+    // Timers of one service share its policy: load it once a batch.
+    for service_id in services {
+        let mut sp = sqlx::Connection::begin(&mut *conn).await?;
+        let pc = load_policy_context(&mut sp, &service_id, now).await;
+        let pc = settle(sp, pc).await?;
+        input
+            .contexts
+            .insert(service_id, pc.map_err(|err| err.to_string()));
+    }
+    Ok(input)
+}
+
+/// Ends a savepoint after the work done in it: released if `result` is
+/// `Ok`, rolled back if not, so the transaction stays usable. The outer
+/// `Result` is an unreachable database; the inner one is the work's own.
+async fn settle<T>(sp: sqlx::Transaction<'_, Postgres>, result: Result<T>) -> Result<Result<T>> {
+    match result {
+        Ok(value) => {
+            sp.commit().await?;
+            Ok(Ok(value))
+        }
+        Err(err) if err.is_unavailable() => Err(err),
+        Err(err) => {
+            sp.rollback().await?;
+            Ok(Err(err))
+        }
+    }
+}
+
+async fn fetch_incidents(conn: &mut PgConnection, ids: &[String]) -> Result<Vec<Incident>> {
+    Ok(
+        sqlx::query_as(&format!("{INCIDENT_SELECT} WHERE i.id = ANY($1)"))
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await?,
+    )
+}
+
+/// Arming a kind that is pending already replaces it (one pending timer per
+/// incident and kind, `timers_incident_kind`).
+const REARM: &str = " ON CONFLICT (incident_id, kind) DO UPDATE
+    SET due_at = excluded.due_at, attempts = 0, created_at = excluded.created_at";
+
 /// Writes a planned batch with a handful of set-based statements.
 async fn write_batch(conn: &mut PgConnection, batch: &BatchPlan, now: Millis) -> Result<()> {
     if !batch.delete.is_empty() {
@@ -156,6 +222,27 @@ async fn write_batch(conn: &mut PgConnection, batch: &BatchPlan, now: Millis) ->
             .bind(&batch.delete)
             .execute(&mut *conn)
             .await?;
+    }
+    // Timers set aside: one UPDATE. Before the cancellations and inserts, so
+    // that a timer another change of the batch cancels or re-arms ends as
+    // that change says.
+    if !batch.failed.is_empty() {
+        sqlx::query(
+            "UPDATE timers AS t SET attempts = v.attempts, due_at = v.retry_at
+             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS v(id, attempts, retry_at)
+             WHERE t.id = v.id",
+        )
+        .bind(
+            batch
+                .failed
+                .iter()
+                .map(|f| f.id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(batch.failed.iter().map(|f| f.attempts).collect::<Vec<_>>())
+        .bind(batch.failed.iter().map(|f| f.retry_at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
     }
     for (kinds, ids) in batch.cancel_groups() {
         sqlx::query("DELETE FROM timers WHERE kind = ANY($1) AND incident_id = ANY($2)")
@@ -201,6 +288,7 @@ async fn write_batch(conn: &mut PgConnection, batch: &BatchPlan, now: Millis) ->
                 .push_bind(*due)
                 .push_bind(now);
         });
+        q.push(REARM);
         q.build().execute(&mut *conn).await?;
     }
     if !batch.insert.is_empty() {
@@ -282,9 +370,9 @@ pub(super) async fn write_timers(
             .await?;
     }
     for (kind, due) in &change.schedule {
-        sqlx::query(
-            "INSERT INTO timers (id, account_id, incident_id, kind, due_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
+        sqlx::query(&format!(
+            "INSERT INTO timers (id, account_id, incident_id, kind, due_at, created_at) VALUES ($1, $2, $3, $4, $5, $6){REARM}"
+        ))
         .bind(new_id())
         .bind(account_id)
         .bind(incident_id)

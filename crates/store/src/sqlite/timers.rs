@@ -10,7 +10,9 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use super::incidents::INCIDENT_SELECT;
 use super::policies::rules_of;
 use super::{insert_event, SqliteStore};
-use crate::plan::{plan_batch, BatchPlan, Change, DueTimer, PolicyContext, ServicePolicyRow};
+use crate::plan::{
+    plan_batch, BatchInput, BatchPlan, Change, DueTimer, PolicyContext, ServicePolicyRow,
+};
 use crate::util::{new_id, transition_changeset};
 use crate::{Actor, FiredTimer, Incident, Result, StoreError, Timer, TimerStore};
 
@@ -19,7 +21,7 @@ impl TimerStore for SqliteStore {
     async fn fire_due_timers(&self, now: Millis, limit: i64) -> Result<Vec<FiredTimer>> {
         let mut tx = self.begin_write().await?;
         let due: Vec<DueTimer> = sqlx::query_as(
-            "SELECT id, incident_id, kind, due_at FROM timers
+            "SELECT id, incident_id, kind, due_at, attempts FROM timers
              WHERE due_at <= ? ORDER BY due_at, id LIMIT ?",
         )
         .bind(now)
@@ -32,23 +34,8 @@ impl TimerStore for SqliteStore {
         let mut ids: Vec<&str> = due.iter().map(|t| t.incident_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut q = QueryBuilder::<Sqlite>::new(format!("{INCIDENT_SELECT} WHERE i.id IN ("));
-        let mut list = q.separated(", ");
-        for id in &ids {
-            list.push_bind(*id);
-        }
-        q.push(")");
-        let rows: Vec<Incident> = q.build_query_as().fetch_all(&mut *tx).await?;
-        // Timers of one service share its policy: load it once a batch.
-        let mut contexts: HashMap<String, PolicyContext> = HashMap::new();
-        for i in &rows {
-            if !contexts.contains_key(&i.service_id) {
-                let pc = load_policy_context(&mut tx, &i.service_id, now).await?;
-                contexts.insert(i.service_id.clone(), pc);
-            }
-        }
-        let incidents = rows.into_iter().map(|i| (i.id.clone(), i)).collect();
-        let batch = plan_batch(&due, incidents, &contexts, now);
+        let input = load_batch(&mut tx, &ids, now).await?;
+        let batch = plan_batch(&due, input, now);
         write_batch(&mut tx, &batch, now).await?;
         // Auto-resolved incidents stop deduplicating triggers.
         self.commit_then(tx, |state| {
@@ -61,6 +48,7 @@ impl TimerStore for SqliteStore {
             }
         })
         .await?;
+        batch.log_failures();
         if !batch.insert.is_empty() {
             self.timer_notify.notify_one();
         }
@@ -81,7 +69,7 @@ impl TimerStore for SqliteStore {
 
     async fn list_timers(&self, account_id: &str, incident_id: &str) -> Result<Vec<Timer>> {
         Ok(sqlx::query_as(
-            "SELECT id, incident_id, kind, due_at FROM timers
+            "SELECT id, incident_id, kind, due_at, attempts FROM timers
              WHERE account_id = ? AND incident_id = ? ORDER BY due_at, id",
         )
         .bind(account_id)
@@ -100,6 +88,68 @@ impl SqliteStore {
     }
 }
 
+/// The incidents of a batch's timers, and their services' policies. What
+/// cannot be read (a row that does not decode, a policy or schedule that
+/// is missing or malformed) is recorded in the input with its reason, so
+/// that only the timers depending on it are set aside; only an unreachable
+/// database fails the batch.
+async fn load_batch(conn: &mut SqliteConnection, ids: &[&str], now: Millis) -> Result<BatchInput> {
+    let mut input = BatchInput::default();
+    match fetch_incidents(conn, ids).await {
+        Ok(rows) => input.incidents = rows.into_iter().map(|i| (i.id.clone(), i)).collect(),
+        Err(err) if err.is_unavailable() => return Err(err),
+        Err(_) => {
+            // One bad row fails the set-based read: find it row by row.
+            for id in ids {
+                match fetch_incidents(conn, &[id]).await {
+                    Ok(rows) => input
+                        .incidents
+                        .extend(rows.into_iter().map(|i| (i.id.clone(), i))),
+                    Err(err) if err.is_unavailable() => return Err(err),
+                    Err(err) => {
+                        input
+                            .broken_incidents
+                            .insert((*id).to_owned(), err.to_string());
+                    }
+                }
+            }
+        }
+    }
+    let mut services: Vec<&str> = input
+        .incidents
+        .values()
+        .map(|i| i.service_id.as_str())
+        .collect();
+    services.sort_unstable();
+    services.dedup();
+    // Timers of one service share its policy: load it once a batch.
+    let mut contexts = HashMap::new();
+    for service_id in services {
+        let pc = match load_policy_context(&mut *conn, service_id, now).await {
+            Err(err) if err.is_unavailable() => return Err(err),
+            pc => pc.map_err(|err| err.to_string()),
+        };
+        contexts.insert(service_id.to_owned(), pc);
+    }
+    input.contexts = contexts;
+    Ok(input)
+}
+
+async fn fetch_incidents(conn: &mut SqliteConnection, ids: &[&str]) -> Result<Vec<Incident>> {
+    let mut q = QueryBuilder::<Sqlite>::new(format!("{INCIDENT_SELECT} WHERE i.id IN ("));
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    q.push(")");
+    Ok(q.build_query_as().fetch_all(&mut *conn).await?)
+}
+
+/// Arming a kind that is pending already replaces it (one pending timer per
+/// incident and kind, `timers_incident_kind`).
+const REARM: &str = " ON CONFLICT (incident_id, kind) DO UPDATE
+    SET due_at = excluded.due_at, attempts = 0, created_at = excluded.created_at";
+
 /// Writes a planned batch with a handful of set-based statements.
 async fn write_batch(conn: &mut SqliteConnection, batch: &BatchPlan, now: Millis) -> Result<()> {
     if !batch.delete.is_empty() {
@@ -109,6 +159,21 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &BatchPlan, now: Millis
             list.push_bind(id);
         }
         q.push(")");
+        q.build().execute(&mut *conn).await?;
+    }
+    // Timers set aside: one UPDATE. Before the cancellations and inserts, so
+    // that a timer another change of the batch cancels or re-arms ends as
+    // that change says.
+    for chunk in batch.failed.chunks(1000) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "UPDATE timers SET attempts = v.column2, due_at = v.column3 FROM (",
+        );
+        q.push_values(chunk, |mut row, f| {
+            row.push_bind(&f.id)
+                .push_bind(f.attempts)
+                .push_bind(f.retry_at);
+        });
+        q.push(") AS v WHERE timers.id = v.column1");
         q.build().execute(&mut *conn).await?;
     }
     for (kinds, ids) in batch.cancel_groups() {
@@ -159,6 +224,7 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &BatchPlan, now: Millis
                 .push_bind(*due)
                 .push_bind(now);
         });
+        q.push(REARM);
         q.build().execute(&mut *conn).await?;
     }
     for chunk in batch.events.chunks(1000) {
@@ -235,9 +301,9 @@ pub(super) async fn write_timers(
         q.execute(&mut *conn).await?;
     }
     for (kind, due) in &change.schedule {
-        sqlx::query(
-            "INSERT INTO timers (id, account_id, incident_id, kind, due_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
+        sqlx::query(&format!(
+            "INSERT INTO timers (id, account_id, incident_id, kind, due_at, created_at) VALUES (?, ?, ?, ?, ?, ?){REARM}"
+        ))
         .bind(new_id())
         .bind(account_id)
         .bind(incident_id)

@@ -291,3 +291,389 @@ pub(crate) async fn actions_race_with_the_engine(store: Arc<dyn Store>) {
         assert_eq!(kinds, ["acknowledge_timeout"], "incident {id}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Tests that break rows on purpose, with raw SQL on the store's own
+// database: the store's API refuses to write such data, but a database
+// edited by hand, restored from an old backup or written by a buggy
+// release can hold it.
+
+/// Generates `timers::sqlite::NAME` and `timers::postgres::NAME` for each
+/// `NAME(store, db)`, like `contract_tests!`, with a raw connection to the
+/// same fresh database.
+macro_rules! contract_tests_with_db {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let (store, dir) = crate::sqlite_store().await;
+                    let url = format!("sqlite://{}/klaxon.db", dir.path().display());
+                    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect(&url)
+                        .await
+                        .expect("raw sqlite connection");
+                    let keep = store.clone();
+                    super::$name(store, super::Db::Sqlite(pool)).await;
+                    keep.close().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let url = tokio::task::spawn_blocking(klaxon_testkit::fresh_postgres_url)
+                        .await
+                        .expect("testkit database");
+                    let store = klaxon_store::connect(&url).await.expect("connect postgres");
+                    store.migrate().await.expect("migrate postgres");
+                    let pool = sqlx::PgPool::connect(&url).await.expect("raw postgres connection");
+                    let keep = store.clone();
+                    super::$name(store, super::Db::Postgres(pool)).await;
+                    keep.close().await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests_with_db!(
+    a_failing_timer_is_set_aside,
+    an_unreadable_incident_is_set_aside,
+    one_pending_timer_per_kind,
+);
+
+/// A raw connection to the store's database.
+enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Db {
+    /// Runs one statement.
+    async fn run(&self, sql: &str) -> std::result::Result<u64, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite(pool) => sqlx::query(sql).execute(pool).await?.rows_affected(),
+            Db::Postgres(pool) => sqlx::query(sql).execute(pool).await?.rows_affected(),
+        })
+    }
+
+    /// Runs statements in one transaction with foreign-key checks off.
+    async fn run_unchecked(&self, statements: &[String]) {
+        match self {
+            Db::Sqlite(pool) => {
+                // The pragma is a no-op inside a transaction: set it first.
+                let mut conn = pool.acquire().await.unwrap();
+                sqlx::query("PRAGMA foreign_keys = OFF")
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
+                let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+                for sql in statements {
+                    sqlx::query(sql).execute(&mut *tx).await.expect(sql);
+                }
+                tx.commit().await.unwrap();
+                sqlx::query("PRAGMA foreign_keys = ON")
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query("SET LOCAL session_replication_role = replica")
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                for sql in statements {
+                    sqlx::query(sql).execute(&mut *tx).await.expect(sql);
+                }
+                tx.commit().await.unwrap();
+            }
+        }
+    }
+}
+
+/// An incident's pending timers with their failure counts.
+async fn attempts_of(store: &dyn Store, w: &World, id: &str) -> Vec<(String, Millis, i64)> {
+    store
+        .list_timers(&w.t.account, id)
+        .await
+        .expect("list_timers")
+        .into_iter()
+        .map(|t| (t.kind, t.due_at, t.attempts))
+        .collect()
+}
+
+/// A service of `w`'s tenant on a new policy (loop limit 2) with `rules`.
+async fn service_with(store: &dyn Store, w: &World, name: &str, rules: &[RuleInput]) -> Service {
+    let policy = store
+        .create_policy(&w.t.account, name, 2, &w.t.actor(), NOW)
+        .await
+        .expect("create_policy");
+    for input in rules {
+        store
+            .create_rule(&w.t.account, &policy.id, input, &w.t.actor(), NOW)
+            .await
+            .expect("create_rule");
+    }
+    store
+        .create_service(
+            &w.t.account,
+            &service_input(name, &policy.id),
+            &format!("integration-key-{name}"),
+            &w.t.actor(),
+            NOW,
+        )
+        .await
+        .expect("create_service")
+}
+
+async fn a_failing_timer_is_set_aside(store: Arc<dyn Store>, db: Db) {
+    let store = &*store;
+    let w = world(store, "acme").await;
+    let other = world(store, "globex").await;
+    let healthy = [
+        w.trigger(store, "web down", None, NOW).await,
+        w.trigger(store, "web slow", None, NOW).await,
+        other.trigger(store, "api down", None, NOW).await,
+    ];
+    // One incident whose schedule will not parse…
+    let schedule = store
+        .create_schedule(&w.t.account, "Primary", "Europe/Berlin", &w.t.actor(), NOW)
+        .await
+        .expect("create_schedule");
+    let layer = klaxon_store::LayerInput {
+        rotation: "daily".into(),
+        count: 1,
+        start_at: "2023-11-01T09:00:00".into(),
+        users: vec![w.users[0].clone()],
+        restrictions: Vec::new(),
+    };
+    store
+        .create_layer(&w.t.account, &schedule.id, &layer, &w.t.actor(), NOW)
+        .await
+        .expect("create_layer");
+    let rule = RuleInput {
+        escalation_timeout: 30,
+        assignment_type: "schedule".into(),
+        assignee_id: schedule.id.clone(),
+    };
+    let db_service = service_with(store, &w, "db", &[rule]).await;
+    let by_schedule = w
+        .trigger_on(store, &db_service.id, "db down", None, NOW)
+        .await;
+    // …and one whose service's policy is gone.
+    let queue = service_with(store, &w, "queue", &[rule_input(&w.users[1])]).await;
+    let by_policy = w
+        .trigger_on(store, &queue.id, "queue down", None, NOW)
+        .await;
+    db.run_unchecked(&[
+        format!(
+            r#"UPDATE schedule_layers SET users = '{{"not": "a list"}}' WHERE schedule_id = '{}'"#,
+            schedule.id
+        ),
+        format!(
+            "UPDATE services SET policy_id = 'no-such-policy' WHERE id = '{}'",
+            queue.id
+        ),
+    ])
+    .await;
+    let broken = [&by_schedule, &by_policy];
+
+    // The batch succeeds: every other timer fires, the broken ones stay
+    // with one failure and a retry a second later.
+    let at = NOW + 30 * MINUTE;
+    let fired = store
+        .fire_due_timers(at, 100)
+        .await
+        .expect("a broken timer must not fail the batch");
+    let mut fired_ids: Vec<&str> = fired.iter().map(|f| f.incident_id.as_str()).collect();
+    fired_ids.sort_unstable();
+    let mut healthy_ids: Vec<&str> = healthy.iter().map(|i| i.id.as_str()).collect();
+    healthy_ids.sort_unstable();
+    assert_eq!(fired_ids, healthy_ids);
+    assert!(fired.iter().all(|f| f.acted));
+    for i in &healthy {
+        let now = store.get_incident(&i.account_id, &i.id).await.expect("get");
+        assert_ne!(
+            now.current_policy_rule_id, i.current_policy_rule_id,
+            "escalated"
+        );
+    }
+    for i in broken {
+        assert_eq!(
+            attempts_of(store, &w, &i.id).await,
+            [("escalate".to_owned(), at + 1_000, 1)],
+            "incident {}",
+            i.message
+        );
+        let now = store.get_incident(&w.t.account, &i.id).await.expect("get");
+        assert_eq!(now.current_policy_rule_id, i.current_policy_rule_id);
+        assert_eq!(now.escalation_loop_count, 1);
+        let events = events_of(store, &w.t.account, "incident", &i.id).await;
+        assert_eq!(actions(&events), ["incident.create"]);
+    }
+    assert_eq!(
+        store.next_timer_due().await.expect("next"),
+        Some(at + 1_000),
+        "the engine sleeps until the retry, it does not spin"
+    );
+
+    // Retried with a doubling delay, never dropped.
+    let mut now = at + 1_000;
+    for attempts in 2..=4 {
+        let fired = store.fire_due_timers(now, 100).await.expect("fire");
+        assert!(fired.is_empty());
+        let retry = now + (1_000 << (attempts - 1));
+        for i in broken {
+            assert_eq!(
+                attempts_of(store, &w, &i.id).await,
+                [("escalate".to_owned(), retry, attempts)]
+            );
+        }
+        now = retry;
+    }
+
+    // A later batch: the healthy incidents escalate on time again, the
+    // broken ones fail once more.
+    let later = NOW + 60 * MINUTE;
+    let fired = store.fire_due_timers(later, 100).await.expect("fire");
+    let mut fired_ids: Vec<&str> = fired.iter().map(|f| f.incident_id.as_str()).collect();
+    fired_ids.sort_unstable();
+    assert_eq!(fired_ids, healthy_ids);
+    for i in broken {
+        assert_eq!(
+            attempts_of(store, &w, &i.id).await,
+            [("escalate".to_owned(), later + 16_000, 5)]
+        );
+    }
+
+    // Once the data is fixed, they fire.
+    db.run_unchecked(&[
+        format!(
+            r#"UPDATE schedule_layers SET users = '["{}"]' WHERE schedule_id = '{}'"#,
+            w.users[0], schedule.id
+        ),
+        format!(
+            "UPDATE services SET policy_id = (SELECT policy_id FROM policy_rules WHERE id = '{}') WHERE id = '{}'",
+            by_policy.current_policy_rule_id.as_deref().unwrap(),
+            queue.id
+        ),
+    ])
+    .await;
+    let fired = fire_all(store, later + 16_000).await;
+    assert_eq!(fired.len(), 2);
+    assert!(fired.iter().all(|f| f.acted));
+    for (i, user) in [(&by_schedule, &w.users[0]), (&by_policy, &w.users[1])] {
+        let now = store.get_incident(&w.t.account, &i.id).await.expect("get");
+        assert_eq!(now.escalation_loop_count, 2, "incident {}", i.message);
+        assert_eq!(now.current_user_id.as_ref(), Some(user));
+        assert!(
+            attempts_of(store, &w, &i.id).await.is_empty(),
+            "the end of the walk"
+        );
+        let events = events_of(store, &w.t.account, "incident", &i.id).await;
+        assert_eq!(actions(&events), ["incident.escalate", "incident.create"]);
+    }
+}
+
+async fn one_pending_timer_per_kind(store: Arc<dyn Store>, db: Db) {
+    let store = &*store;
+    let w = world(store, "acme").await;
+    let i = w.trigger(store, "down", None, NOW).await;
+    // Arming a kind again replaces the pending timer.
+    w.act(store, &i.id, IncidentAction::Escalate, NOW + MINUTE)
+        .await;
+    w.act(store, &i.id, IncidentAction::Escalate, NOW + 2 * MINUTE)
+        .await;
+    assert_eq!(
+        attempts_of(store, &w, &i.id).await,
+        [("escalate".to_owned(), NOW + 32 * MINUTE, 0)]
+    );
+    let insert = |id: &str, kind: &str, due: Millis| {
+        format!(
+            "INSERT INTO timers (id, account_id, incident_id, kind, due_at, created_at)
+             VALUES ('{id}', '{}', '{}', '{kind}', {due}, {NOW})",
+            w.t.account, i.id
+        )
+    };
+    assert!(
+        db.run(&insert("second", "escalate", NOW + 5 * MINUTE))
+            .await
+            .is_err(),
+        "the database refuses a second pending timer of a kind"
+    );
+    db.run(&insert("ack", "acknowledge_timeout", NOW + 40 * MINUTE))
+        .await
+        .expect("another kind is fine");
+
+    // A database from before the constraint may hold duplicates: the
+    // migration keeps the earliest of each kind.
+    db.run_unchecked(&[
+        "DROP INDEX timers_incident_kind".to_owned(),
+        "CREATE INDEX timers_incident ON timers (incident_id)".to_owned(),
+        "DELETE FROM _sqlx_migrations WHERE version = 3".to_owned(),
+        insert("early", "escalate", NOW + 10 * MINUTE),
+        insert("late", "escalate", NOW + 50 * MINUTE),
+        insert("ack-early", "acknowledge_timeout", NOW + 20 * MINUTE),
+    ])
+    .await;
+    assert_eq!(attempts_of(store, &w, &i.id).await.len(), 5);
+    store.migrate().await.expect("migrate again");
+    let ids: Vec<String> = store
+        .list_timers(&w.t.account, &i.id)
+        .await
+        .expect("list_timers")
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ids, ["early", "ack-early"]);
+    assert!(
+        db.run(&insert("again", "escalate", NOW)).await.is_err(),
+        "the constraint holds after the migration"
+    );
+    let fired = fire_all(store, NOW + 10 * MINUTE).await;
+    assert_eq!(fired.len(), 1, "one escalation, not one per duplicate");
+}
+
+async fn an_unreadable_incident_is_set_aside(store: Arc<dyn Store>, db: Db) {
+    if let Db::Postgres(_) = db {
+        // Its column types (JSONB details) make every incident row
+        // readable; only SQLite can hold one that is not.
+        return;
+    }
+    let store = &*store;
+    let w = world(store, "acme").await;
+    let ok = w.trigger(store, "web down", None, NOW).await;
+    let bad = w.trigger(store, "web slow", None, NOW).await;
+    db.run(&format!(
+        "UPDATE incidents SET details = 'not json' WHERE id = '{}'",
+        bad.id
+    ))
+    .await
+    .expect("break the row");
+    let at = NOW + 30 * MINUTE;
+    let fired = store.fire_due_timers(at, 100).await.expect("fire");
+    let fired: Vec<&str> = fired.iter().map(|f| f.incident_id.as_str()).collect();
+    assert_eq!(fired, [ok.id.as_str()], "its neighbour in the batch fires");
+    assert_eq!(
+        attempts_of(store, &w, &bad.id).await,
+        [("escalate".to_owned(), at + 1_000, 1)]
+    );
+    db.run(&format!(
+        "UPDATE incidents SET details = NULL WHERE id = '{}'",
+        bad.id
+    ))
+    .await
+    .expect("fix the row");
+    let fired = fire_all(store, at + 1_000).await;
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].incident_id, bad.id);
+    let now = store
+        .get_incident(&w.t.account, &bad.id)
+        .await
+        .expect("get");
+    assert_eq!(now.current_user_id.as_deref(), Some(w.users[1].as_str()));
+}
