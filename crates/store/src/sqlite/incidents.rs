@@ -364,6 +364,7 @@ pub(super) async fn run_trigger_batcher(
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let results = match trigger_batch(&writer, &ingest, &batch).await {
             Ok(results) => results,
             Err(err) if batch.len() > 1 => {
@@ -378,6 +379,11 @@ pub(super) async fn run_trigger_batcher(
             }
             Err(err) => vec![Err(err)],
         };
+        tracing::debug!(
+            size = batch.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "trigger batch committed"
+        );
         let mut armed = false;
         for (job, result) in batch.into_iter().zip(results) {
             let result = result.map(|(outcome, a)| {
