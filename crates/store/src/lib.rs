@@ -24,8 +24,9 @@ pub mod sqlite;
 pub use model::*;
 pub use plan::rule_assignee;
 
-/// What can go wrong in the store, in domain terms. Handlers never see
-/// `sqlx::Error`.
+/// What can go wrong in the store, in domain terms. Callers never see the
+/// database driver's types: a failure of the database itself is an opaque
+/// [`BackendError`] that says only whether it is worth retrying.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No such row in this account.
@@ -50,22 +51,68 @@ pub enum StoreError {
     Transition(#[from] TransitionError),
     /// The database failed.
     #[error("database error: {0}")]
-    Backend(#[from] sqlx::Error),
+    Backend(BackendError),
     /// A migration failed.
     #[error("migration error: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(BackendError),
+}
+
+/// A failure of the database or its files, for logs; never shown to API
+/// clients.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct BackendError {
+    /// Whether the database could not be reached in time (pool exhausted,
+    /// server down, store closing) rather than refusing the work.
+    unavailable: bool,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 impl StoreError {
     /// The database could not be reached in time (pool exhausted, server
     /// down): worth a 503 rather than a 500.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Backend(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-            )
-        )
+        matches!(self, StoreError::Backend(e) if e.unavailable)
+    }
+
+    /// The store is shutting down (its writer task is gone).
+    pub(crate) fn closed() -> StoreError {
+        StoreError::Backend(BackendError {
+            unavailable: true,
+            source: "the store is closed".into(),
+        })
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        let unavailable = matches!(
+            err,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+        );
+        StoreError::Backend(BackendError {
+            unavailable,
+            source: Box::new(err),
+        })
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(err: std::io::Error) -> Self {
+        StoreError::Backend(BackendError {
+            unavailable: true,
+            source: Box::new(err),
+        })
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(BackendError {
+            unavailable: false,
+            source: Box::new(err),
+        })
     }
 }
 

@@ -90,7 +90,7 @@ impl Store for PgStore {
 pub(crate) fn taken(field: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |err| match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Taken(field),
-        _ => StoreError::Backend(err),
+        _ => StoreError::from(err),
     }
 }
 

@@ -79,10 +79,10 @@ impl IncidentStore for SqliteStore {
         self.triggers
             .send(job)
             .await
-            .map_err(|_| StoreError::Backend(sqlx::Error::PoolClosed))?;
+            .map_err(|_| StoreError::closed())?;
         answer
             .await
-            .map_err(|_| StoreError::Backend(sqlx::Error::PoolClosed))?
+            .map_err(|_| StoreError::closed())?
     }
 
     async fn list_incidents(

@@ -62,7 +62,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         if let Some(dir) = opts.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(e.into()))?;
+                std::fs::create_dir_all(dir).map_err(StoreError::from)?;
             }
         }
         let writer = SqlitePoolOptions::new()
@@ -142,7 +142,7 @@ pub fn lock_for_serving(url: &str) -> Result<ServeLock> {
     let db = opts.get_filename();
     if let Some(dir) = db.parent() {
         if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(e.into()))?;
+            std::fs::create_dir_all(dir).map_err(StoreError::from)?;
         }
     }
     let mut path = db.as_os_str().to_owned();
@@ -152,7 +152,7 @@ pub fn lock_for_serving(url: &str) -> Result<ServeLock> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| StoreError::Backend(e.into()))?;
+        .map_err(StoreError::from)?;
     match file.try_lock() {
         Ok(()) => Ok(ServeLock { _file: file }),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Conflict(format!(
@@ -161,7 +161,7 @@ pub fn lock_for_serving(url: &str) -> Result<ServeLock> {
             db.display(),
             std::path::Path::new(&path).display()
         ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Backend(e.into())),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
     }
 }
 
@@ -195,7 +195,7 @@ impl Store for SqliteStore {
 pub(crate) fn taken(field: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |err| match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Taken(field),
-        _ => StoreError::Backend(err),
+        _ => StoreError::from(err),
     }
 }
 
