@@ -80,9 +80,7 @@ impl IncidentStore for SqliteStore {
             .send(job)
             .await
             .map_err(|_| StoreError::closed())?;
-        answer
-            .await
-            .map_err(|_| StoreError::closed())?
+        answer.await.map_err(|_| StoreError::closed())?
     }
 
     async fn list_incidents(

@@ -453,6 +453,28 @@ pub(crate) async fn trigger_on_disabled_service_is_refused(store: Arc<dyn Store>
     w.trigger(store, "new", Some("k2"), NOW).await;
 }
 
+/// A deduplicating trigger of the world's service, as its monitoring sends it.
+async fn trigger_at(
+    store: &dyn Store,
+    w: &World,
+    message: &str,
+    key: Option<&str>,
+    now: Millis,
+) -> TriggerOutcome {
+    let actor = Actor::Service(w.service.id.clone());
+    store
+        .trigger_incident(
+            &w.t.account,
+            &w.service.id,
+            &new_incident(message, key),
+            true,
+            &actor,
+            now,
+        )
+        .await
+        .expect("trigger")
+}
+
 /// Opens an incident and returns it, failing on a duplicate.
 async fn open(
     store: &dyn Store,
@@ -461,18 +483,7 @@ async fn open(
     key: Option<&str>,
     now: Millis,
 ) -> Incident {
-    match store
-        .trigger_incident(
-            &w.t.account,
-            &w.service.id,
-            &new_incident(message, key),
-            true,
-            &Actor::Service(w.service.id.clone()),
-            now,
-        )
-        .await
-        .expect("trigger")
-    {
+    match trigger_at(store, w, message, key, now).await {
         TriggerOutcome::Created(i) => i,
         other => panic!("expected a new incident for {message:?}/{key:?}, got {other:?}"),
     }
@@ -486,18 +497,7 @@ async fn dedups_into(
     message: &str,
     key: Option<&str>,
 ) -> Option<String> {
-    match store
-        .trigger_incident(
-            &w.t.account,
-            &w.service.id,
-            &new_incident(message, key),
-            true,
-            &Actor::Service(w.service.id.clone()),
-            NOW + 5,
-        )
-        .await
-        .expect("trigger")
-    {
+    match trigger_at(store, w, message, key, NOW + 5).await {
         TriggerOutcome::Deduplicated(id) => Some(id),
         TriggerOutcome::Created(_) => None,
     }
