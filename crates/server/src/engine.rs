@@ -9,12 +9,17 @@
 //! cannot be processed (its incident's data is broken) is set aside by the
 //! store with a growing delay and logged; the rest of the batch fires, so
 //! a step fails only when the database itself does.
+//!
+//! [`run_due`] is the loop's firing step on its own, without the sleeping
+//! (both go through one `fire_due`): tests on a manual clock call it after
+//! moving the clock.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use klaxon_core::time::Millis;
-use klaxon_store::Store;
+use klaxon_store::{FiredTimer, Store};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
@@ -40,28 +45,36 @@ pub async fn run_observed(
     store: Arc<dyn Store>,
     clock: Clock,
     mut shutdown: watch::Receiver<bool>,
-    mut observe: impl FnMut(&[klaxon_store::FiredTimer], Millis) + Send,
+    mut observe: impl FnMut(&[FiredTimer], Millis) + Send,
 ) {
     tracing::info!("escalation engine started");
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let wait = match step(&*store, &clock).await {
-            Ok((fired, wait)) => {
-                if !fired.is_empty() {
-                    observe(&fired, clock.now_ms());
-                }
-                wait
+        // A long backlog is fired batch by batch; shutting down between
+        // two batches loses nothing (each one is committed).
+        let fired = fire_due(&*store, &clock, |batch| {
+            observe(batch, clock.now_ms());
+            if *shutdown.borrow() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
             }
+        })
+        .await;
+        let wait = match fired {
+            Ok(ControlFlow::Break(())) => break,
+            Ok(ControlFlow::Continue(())) => next_wait(&*store, &clock).await,
+            Err(err) => Err(err),
+        };
+        let wait = match wait {
+            Ok(wait) => wait,
             Err(err) => {
                 tracing::error!(error = %err, "engine step failed; retrying");
                 Duration::from_secs(1)
             }
         };
-        if wait.is_zero() {
-            continue;
-        }
         tokio::select! {
             _ = store.timers_changed() => {}
             _ = tokio::time::sleep(wait) => {}
@@ -71,29 +84,63 @@ pub async fn run_observed(
     tracing::info!("escalation engine stopped");
 }
 
-/// Fires what is due and says how long to sleep.
-async fn step(
+/// Fires every timer due at the clock's now, batch after batch, and
+/// returns them in the order they fired. Timers it arms are due later
+/// (every timeout is at least a minute), so one call leaves nothing due
+/// behind — except, on PostgreSQL, a timer whose incident another
+/// transaction holds at that moment; the loop retries those shortly.
+pub async fn run_due(store: &dyn Store, clock: &Clock) -> klaxon_store::Result<Vec<FiredTimer>> {
+    let mut all = Vec::new();
+    // Never stopped early: `each` always continues.
+    let _ = fire_due(store, clock, |batch| {
+        all.extend_from_slice(batch);
+        ControlFlow::Continue(())
+    })
+    .await?;
+    Ok(all)
+}
+
+/// Fires due timers in batches of [`BATCH`], handing each batch to
+/// `each` (which may stop early), until a batch comes back short.
+async fn fire_due(
     store: &dyn Store,
     clock: &Clock,
-) -> klaxon_store::Result<(Vec<klaxon_store::FiredTimer>, Duration)> {
-    let fired = store.fire_due_timers(clock.now_ms(), BATCH).await?;
-    for t in &fired {
-        tracing::debug!(
-            incident = %t.incident_id,
-            kind = %t.kind,
-            late_ms = t.fired_at - t.due_at,
-            acted = t.acted,
-            "timer fired"
-        );
+    mut each: impl FnMut(&[FiredTimer]) -> ControlFlow<()>,
+) -> klaxon_store::Result<ControlFlow<()>> {
+    loop {
+        let fired = store.fire_due_timers(clock.now_ms(), BATCH).await?;
+        for t in &fired {
+            tracing::debug!(
+                incident = %t.incident_id,
+                kind = %t.kind,
+                late_ms = t.fired_at - t.due_at,
+                acted = t.acted,
+                "timer fired"
+            );
+        }
+        if fired.is_empty() {
+            return Ok(ControlFlow::Continue(()));
+        }
+        if each(&fired).is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+        // A short batch means the store found nothing more that it could
+        // fire at this instant.
+        if (fired.len() as i64) < BATCH {
+            return Ok(ControlFlow::Continue(()));
+        }
     }
-    if fired.len() as i64 >= BATCH {
-        return Ok((fired, Duration::ZERO));
-    }
-    let wait = match store.next_timer_due().await? {
-        None => FALLBACK_POLL,
-        Some(due) => real_wait(due - clock.now_ms(), clock.speed()).min(FALLBACK_POLL),
+}
+
+/// How long to sleep before the next timer is due.
+async fn next_wait(store: &dyn Store, clock: &Clock) -> klaxon_store::Result<Duration> {
+    let wait = match (store.next_timer_due().await?, clock.speed()) {
+        (Some(due), Some(speed)) => real_wait(due - clock.now_ms(), speed).min(FALLBACK_POLL),
+        // Nothing pending, or a manual clock: time passes only when a
+        // test moves it (and runs the engine itself).
+        _ => FALLBACK_POLL,
     };
-    Ok((fired, wait))
+    Ok(wait)
 }
 
 /// Real time until a virtual-clock delay has passed.
