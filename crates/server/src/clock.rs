@@ -17,21 +17,20 @@ use klaxon_core::time::Millis;
 
 /// A possibly accelerated wall clock, or a manual one for tests.
 ///
-/// `Copy`, so the server hands the same clock to the engine and to every
-/// request; copies of a manual clock share its hands.
-#[derive(Debug, Clone, Copy)]
+/// Cheap to clone, so the server hands the same clock to the engine and to
+/// every request; clones of a manual clock share its hands.
+#[derive(Debug, Clone)]
 pub struct Clock {
     source: Source,
     offset_ms: Millis,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Source {
     /// `origin + speed × (real_now − origin)`.
     Scaled { origin_ms: Millis, speed: f64 },
-    /// Whatever the test last set. The cell is leaked so that the clock
-    /// stays `Copy`: a few bytes per manual clock, made only by tests.
-    Manual(&'static AtomicI64),
+    /// Whatever the test last set, shared by every clone.
+    Manual(std::sync::Arc<AtomicI64>),
 }
 
 impl Clock {
@@ -51,7 +50,7 @@ impl Clock {
     /// or [`set`](Self::set). Copies share it: moving one moves them all.
     pub fn manual(now_ms: Millis) -> Self {
         Clock {
-            source: Source::Manual(Box::leak(Box::new(AtomicI64::new(now_ms)))),
+            source: Source::Manual(std::sync::Arc::new(AtomicI64::new(now_ms))),
             offset_ms: 0,
         }
     }
@@ -79,8 +78,8 @@ impl Clock {
             .store(now_ms - self.offset_ms, Ordering::SeqCst);
     }
 
-    fn hands(&self) -> &'static AtomicI64 {
-        match self.source {
+    fn hands(&self) -> &AtomicI64 {
+        match &self.source {
             Source::Manual(cell) => cell,
             Source::Scaled { .. } => panic!("only a manual clock can be moved by hand"),
         }
@@ -97,9 +96,9 @@ impl Clock {
 
     /// The current instant on this clock.
     pub fn now_ms(&self) -> Millis {
-        match self.source {
+        match &self.source {
             Source::Manual(cell) => cell.load(Ordering::SeqCst) + self.offset_ms,
-            Source::Scaled { origin_ms, speed } => {
+            &Source::Scaled { origin_ms, speed } => {
                 let real = real_now_ms();
                 if speed == 1.0 {
                     return real + self.offset_ms;
@@ -112,8 +111,8 @@ impl Clock {
     /// How many clock milliseconds pass per real millisecond; `None` for a
     /// manual clock, on which time passes only when a test moves it.
     pub fn speed(&self) -> Option<f64> {
-        match self.source {
-            Source::Scaled { speed, .. } => Some(speed),
+        match &self.source {
+            Source::Scaled { speed, .. } => Some(*speed),
             Source::Manual(_) => None,
         }
     }
@@ -149,7 +148,7 @@ mod tests {
     #[test]
     fn manual_clock_moves_only_when_told_and_copies_share_it() {
         let c = Clock::manual(1_000);
-        let copy = c;
+        let copy = c.clone();
         assert_eq!(c.now_ms(), 1_000);
         assert_eq!(c.advance(Duration::from_secs(60)), 61_000);
         assert_eq!(copy.now_ms(), 61_000);
@@ -161,7 +160,7 @@ mod tests {
     #[test]
     fn a_shifted_manual_clock_shares_the_hands() {
         let c = Clock::manual(1_000);
-        let later = c.shifted(500);
+        let later = c.clone().shifted(500);
         assert_eq!(later.now_ms(), 1_500);
         later.set(2_000);
         assert_eq!(c.now_ms(), 1_500);

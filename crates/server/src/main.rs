@@ -149,7 +149,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let clock = Clock::new(config.clock_speed, config.clock_origin_ms);
     let (stop_engine, engine_stop) = tokio::sync::watch::channel(false);
-    let engine = tokio::spawn(engine::run(store.clone(), clock, engine_stop));
+    let engine = tokio::spawn(engine::run(store.clone(), clock.clone(), engine_stop));
     let state = AppState {
         store,
         clock,

@@ -71,7 +71,7 @@ impl TestApp {
         let clock = Clock::manual(t0());
         let state = AppState {
             store: store.clone(),
-            clock,
+            clock: clock.clone(),
             config: Arc::new(ConfigArgs::default().load().unwrap()),
         };
         TestApp {
