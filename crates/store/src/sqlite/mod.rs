@@ -65,13 +65,17 @@ impl SqliteStore {
                 std::fs::create_dir_all(dir).map_err(StoreError::from)?;
             }
         }
+        // A local file's connection cannot go stale: no ping before each use
+        // (it would cost every transaction a round trip to the worker).
         let writer = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.clone())
             .await?;
         let reader = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true))
