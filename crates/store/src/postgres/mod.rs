@@ -23,6 +23,7 @@ mod policies;
 mod schedules;
 mod services;
 mod timers;
+mod trigger;
 
 use std::time::Duration;
 
