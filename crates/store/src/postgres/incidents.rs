@@ -8,10 +8,10 @@ use serde_json::{json, Value};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
-use super::timers::{apply_change, load_policy_context, write_timers};
-use super::{found, insert_event, violates, PgStore};
-use crate::plan::{open_changeset, plan};
-use crate::util::{like_pattern, new_id, new_incident_key};
+use super::timers::{apply_change, load_policy_context};
+use super::{found, insert_event, PgStore};
+use crate::plan::plan;
+use crate::util::like_pattern;
 use crate::{
     ActOutcome, Actor, Event, EventFilter, Incident, IncidentFilter, IncidentPatch, IncidentStore,
     NewIncident, Result, StoreError, TriggerOutcome,
@@ -28,9 +28,6 @@ const INCIDENT_ORDER: &str = r#" ORDER BY i.triggered_at DESC, i.id COLLATE "C" 
 const EVENT_COLUMNS: &str =
     "id, action, source_type, source_id, actor_type, actor_id, changeset, created_at";
 
-/// The partial unique index that allows one unresolved incident per service and key.
-const OPEN_KEY_INDEX: &str = "incidents_open_key";
-
 #[async_trait]
 impl IncidentStore for PgStore {
     async fn trigger_incident(
@@ -42,134 +39,8 @@ impl IncidentStore for PgStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<TriggerOutcome> {
-        if dedup {
-            // Fast path: a repeated trigger only reads, without queueing on
-            // the service lock. Answering from this snapshot is correct:
-            // the incident was open when we looked.
-            let mut conn = self.pool.acquire().await?;
-            let key = new.key.as_deref();
-            let message = key.is_none().then_some(new.message.as_str());
-            // One query: the open incident, if the service is enabled. A
-            // disabled service falls through to the write path, which
-            // refuses it with the clear error.
-            if let Some(existing) =
-                open_incident(&mut conn, account_id, service_id, key, message, true).await?
-            {
-                return Ok(TriggerOutcome::Deduplicated(existing.id));
-            }
-        }
-        let mut tx = self.pool.begin().await?;
-        // Triggers of the same problem (same service and key, or without a
-        // key the same message) queue on one transaction-scoped advisory
-        // lock, so the open-incident check below runs (READ COMMITTED: with
-        // a fresh snapshot) only after the previous one has committed.
-        // Triggers of different problems run in parallel. `FOR KEY SHARE`
-        // keeps the service from being deleted underneath.
-        let dedup_value = match (&new.key, dedup) {
-            (Some(key), _) => Some(format!("{service_id}:k:{key}")),
-            (None, true) => Some(format!("{service_id}:m:{}", new.message)),
-            (None, false) => None,
-        };
-        if let Some(value) = &dedup_value {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let service: Option<(String,)> = sqlx::query_as(
-            "SELECT state FROM services WHERE account_id = $1 AND id = $2 FOR KEY SHARE",
-        )
-        .bind(account_id)
-        .bind(service_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (state,) = service.ok_or(StoreError::NotFound)?;
-        if state != "enabled" {
-            return Err(crate::util::service_disabled());
-        }
-        let existing = match (&new.key, dedup) {
-            (Some(key), _) => {
-                open_incident(&mut tx, account_id, service_id, Some(key), None, false).await?
-            }
-            (None, true) => {
-                open_incident(
-                    &mut tx,
-                    account_id,
-                    service_id,
-                    None,
-                    Some(&new.message),
-                    false,
-                )
-                .await?
-            }
-            (None, false) => None,
-        };
-        if let Some(existing) = existing {
-            tx.rollback().await?;
-            return if dedup {
-                Ok(TriggerOutcome::Deduplicated(existing.id))
-            } else {
-                Err(StoreError::Taken("key"))
-            };
-        }
-        let pc = load_policy_context(&mut tx, service_id, now).await?;
-        let change = plan(None, Cause::Open, &pc, now)?.ok_or_else(|| {
-            StoreError::Conflict("the engine declined to open the incident".into())
-        })?;
-        let id = new_id();
-        let key = new.key.clone().unwrap_or_else(new_incident_key);
-        let inserted = sqlx::query(
-            "INSERT INTO incidents (id, account_id, service_id, state, message, description, details, key,
-                current_user_id, current_policy_rule_id, escalation_loop_count, triggered_at, created_at, updated_at)
-             VALUES ($1, $2, $3, 'triggered', $4, $5, $6, $7, $8, $9, $10, $11, $11, $11)",
-        )
-        .bind(&id)
-        .bind(account_id)
-        .bind(service_id)
-        .bind(&new.message)
-        .bind(&new.description)
-        .bind(new.details.as_ref().map(Json))
-        .bind(&key)
-        .bind(&change.current_user_id)
-        .bind(&change.current_policy_rule_id)
-        .bind(change.loop_count)
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-        if let Err(err) = inserted {
-            if !violates(&err, OPEN_KEY_INDEX) {
-                return Err(err.into());
-            }
-            // Backstop: the service lock makes this unreachable from
-            // `trigger_incident` itself, but the index has the last word.
-            tx.rollback().await?;
-            if let (Some(key), true) = (&new.key, dedup) {
-                let mut conn = self.pool.acquire().await?;
-                if let Some(existing) =
-                    open_incident(&mut conn, account_id, service_id, Some(key), None, false).await?
-                {
-                    return Ok(TriggerOutcome::Deduplicated(existing.id));
-                }
-            }
-            return Err(StoreError::Taken("key"));
-        }
-        let changes = open_changeset(new, &key, &change);
-        write_timers(&mut tx, account_id, &id, &change, now).await?;
-        insert_event(
-            &mut tx,
-            account_id,
-            "incident.create",
-            "incident",
-            &id,
-            actor,
-            &changes,
-            now,
-        )
-        .await?;
-        let incident = fetch(&mut tx, account_id, &id).await?;
-        tx.commit().await?;
-        self.timers_armed(&change);
-        Ok(TriggerOutcome::Created(incident))
+        self.trigger(account_id, service_id, new, dedup, actor, now)
+            .await
     }
 
     async fn list_incidents(
@@ -202,7 +73,7 @@ impl IncidentStore for PgStore {
         message: Option<&str>,
     ) -> Result<Option<Incident>> {
         let mut conn = self.pool.acquire().await?;
-        open_incident(&mut conn, account_id, service_id, key, message, false).await
+        open_incident(&mut conn, account_id, service_id, key, message).await
     }
 
     async fn update_incident(
@@ -354,15 +225,7 @@ async fn open_incident(
     service_id: &str,
     key: Option<&str>,
     message: Option<&str>,
-    enabled_only: bool,
 ) -> Result<Option<Incident>> {
-    // The trigger fast path asks only while the service is enabled, so a
-    // disabled one falls through to the write path and its clear refusal.
-    let enabled = if enabled_only {
-        "AND EXISTS (SELECT 1 FROM services s WHERE s.id = i.service_id AND s.state = 'enabled')"
-    } else {
-        ""
-    };
     let (column, value) = match (key, message) {
         (Some(key), _) => ("key", key),
         (None, Some(message)) => ("message", message),
@@ -370,7 +233,7 @@ async fn open_incident(
     };
     Ok(sqlx::query_as(&format!(
         "{INCIDENT_SELECT} WHERE i.account_id = $1 AND i.service_id = $2 AND i.state <> 'resolved'
-         AND i.{column} = $3 {enabled} {INCIDENT_ORDER} LIMIT 1"
+         AND i.{column} = $3 {INCIDENT_ORDER} LIMIT 1"
     ))
     .bind(account_id)
     .bind(service_id)

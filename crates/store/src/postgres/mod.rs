@@ -15,7 +15,7 @@
 //! locks that foreign-key checks of unrelated inserts take (every audit
 //! event references its account), so those never queue behind it.
 //! Opening incidents serialises only triggers of the same problem, on an
-//! advisory lock (see `incidents.rs`).
+//! advisory lock (see `trigger.rs`).
 
 mod accounts;
 mod incidents;
@@ -23,6 +23,7 @@ mod policies;
 mod schedules;
 mod services;
 mod timers;
+mod trigger;
 
 use std::time::Duration;
 

@@ -29,7 +29,7 @@ use crate::util::{new_id, transition_changeset};
 use crate::{Actor, FiredTimer, Incident, Result, StoreError, Timer, TimerStore};
 
 /// The LISTEN/NOTIFY channel that announces newly armed timers.
-const CHANNEL: &str = "klaxon_timers";
+pub(super) const CHANNEL: &str = "klaxon_timers";
 
 #[async_trait]
 impl TimerStore for PgStore {
