@@ -161,21 +161,21 @@ impl PgStore {
         actor: &Actor,
         now: Millis,
     ) -> Result<TriggerOutcome> {
-        let mut attempt = 1;
-        loop {
+        for attempt in 1..=ATTEMPTS {
             match self
                 .trigger_once(account_id, service_id, new, dedup, actor, now)
-                .await
+                .await?
             {
-                Err(StoreError::Backend(sqlx::Error::Database(db)))
-                    if db.is_foreign_key_violation() && attempt < ATTEMPTS =>
-                {
-                    tracing::debug!(error = %db, attempt, "trigger raced a delete; starting over");
-                    attempt += 1;
+                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::RacedADelete => {
+                    tracing::debug!(attempt, "trigger raced a delete; starting over");
                 }
-                result => return result,
             }
         }
+        Err(StoreError::Conflict(
+            "the service or its policy kept changing while the incident was opened; try again"
+                .into(),
+        ))
     }
 
     async fn trigger_once(
@@ -186,7 +186,7 @@ impl PgStore {
         dedup: bool,
         actor: &Actor,
         now: Millis,
-    ) -> Result<TriggerOutcome> {
+    ) -> Result<Attempt> {
         let probe = match (&new.key, dedup) {
             (Some(key), _) => Probe::Key(key),
             (None, true) => Probe::Message(Some(&new.message)),
@@ -200,7 +200,7 @@ impl PgStore {
             return Err(crate::util::service_disabled());
         }
         if let Some(id) = found.open_id {
-            return existing(dedup, id);
+            return existing(dedup, id).map(Attempt::Done);
         }
         let pc = found.policy.ok_or(StoreError::NotFound)?;
         let change = plan(None, Cause::Open, &pc, now)?.ok_or_else(|| {
@@ -264,12 +264,16 @@ impl PgStore {
                         read_decision(&mut conn, account_id, service_id, Probe::Key(key), now)
                             .await?;
                     if let Some(id) = found.open_id {
-                        return Ok(TriggerOutcome::Deduplicated(id));
+                        return Ok(Attempt::Done(TriggerOutcome::Deduplicated(id)));
                     }
                 }
                 return Err(StoreError::Taken("key"));
             }
+            // A rule, user or the service was deleted since the read.
             // Dropping the transaction rolls it back.
+            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+                return Ok(Attempt::RacedADelete)
+            }
             Err(err) => return Err(err.into()),
         };
         let inserted: bool = row.try_get("inserted")?;
@@ -277,7 +281,7 @@ impl PgStore {
             tx.rollback().await?;
             let state: Option<String> = row.try_get("service_state")?;
             let open_id: Option<String> = row.try_get("open_id")?;
-            return match (state.as_deref(), open_id) {
+            let outcome = match (state.as_deref(), open_id) {
                 (None, _) => Err(StoreError::NotFound),
                 (Some("enabled"), Some(id)) => existing(dedup, id),
                 (Some("enabled"), None) => Err(StoreError::Conflict(
@@ -285,6 +289,7 @@ impl PgStore {
                 )),
                 (Some(_), _) => Err(crate::util::service_disabled()),
             };
+            return outcome.map(Attempt::Done);
         }
         // As stored: JSONB has its own key order.
         let details: Option<Json<Value>> = row.try_get("details")?;
@@ -295,7 +300,7 @@ impl PgStore {
             .as_ref()
             .and_then(|rule| pc.rules.iter().find(|r| &r.id == rule))
             .map(|r| r.policy_id.clone());
-        Ok(TriggerOutcome::Created(Incident {
+        Ok(Attempt::Done(TriggerOutcome::Created(Incident {
             id,
             account_id: account_id.to_owned(),
             service_id: service_id.to_owned(),
@@ -313,8 +318,19 @@ impl PgStore {
             resolved_at: None,
             created_at: now,
             updated_at: now,
-        }))
+        })))
     }
+}
+
+/// How one try at opening an incident ended (moved once, never stored:
+/// boxing the outcome would only add an allocation).
+#[allow(clippy::large_enum_variant)]
+enum Attempt {
+    /// Decided: opened, deduplicated or refused.
+    Done(TriggerOutcome),
+    /// A rule, user or the service was deleted between the decision's read
+    /// and the write (a foreign key refused the insert): read again.
+    RacedADelete,
 }
 
 /// An open incident answers a trigger with dedup, and refuses one without.
