@@ -19,6 +19,7 @@
 //! the database, as they would without it.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use klaxon_core::time::Millis;
@@ -42,6 +43,25 @@ pub(super) struct Inner {
     services: HashMap<String, ServiceEntry>,
     /// Unresolved incidents by id.
     open: HashMap<String, OpenIncident>,
+    /// Keys for [`Digest`]s, random per load.
+    digests: (RandomState, RandomState),
+}
+
+/// A message as the state keeps it: 128 bits from two independently,
+/// randomly keyed SipHashes, so that a storm of long, distinct messages
+/// costs 16 bytes each, not up to 1 KiB. Two messages share a digest with
+/// a chance of about one in 2^128 per pair, and nobody outside the process
+/// can aim for it (the keys are random).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct Digest(u64, u64);
+
+impl Inner {
+    fn digest(&self, message: &str) -> Digest {
+        Digest(
+            self.digests.0.hash_one(message),
+            self.digests.1.hash_one(message),
+        )
+    }
 }
 
 struct ServiceEntry {
@@ -51,13 +71,13 @@ struct ServiceEntry {
     /// Unresolved incidents by key (unique: `incidents_open_key`).
     keys: HashMap<String, String>,
     /// Unresolved incidents by message: (triggered_at, id), any order.
-    messages: HashMap<String, Vec<(Millis, String)>>,
+    messages: HashMap<Digest, Vec<(Millis, String)>>,
 }
 
 struct OpenIncident {
     service_id: String,
     key: String,
-    message: String,
+    message: Digest,
     triggered_at: Millis,
 }
 
@@ -150,7 +170,7 @@ impl IngestState {
         if !service.enabled || service.account_id != account_id {
             return None;
         }
-        service.find(key, message).map(str::to_owned)
+        service.find(key, inner.digest(message)).map(str::to_owned)
     }
 
     /// Like [`Self::open_if_enabled`] for any service state, telling "not
@@ -169,19 +189,19 @@ impl IngestState {
             inner
                 .services
                 .get(service_id)
-                .and_then(|s| s.find(key, message))
+                .and_then(|s| s.find(key, inner.digest(message)))
                 .map(str::to_owned),
         )
     }
 }
 
 impl ServiceEntry {
-    fn find(&self, key: Option<&str>, message: &str) -> Option<&str> {
+    fn find(&self, key: Option<&str>, message: Digest) -> Option<&str> {
         match key {
             Some(key) => self.keys.get(key).map(String::as_str),
             None => self
                 .messages
-                .get(message)?
+                .get(&message)?
                 .iter()
                 .max()
                 .map(|(_, id)| id.as_str()),
@@ -249,10 +269,11 @@ impl Inner {
 
     /// An incident was opened.
     pub(super) fn opened(&mut self, i: OpenRef<'_>) {
+        let message = self.digest(i.message);
         if let Some(s) = self.services.get_mut(i.service_id) {
             s.keys.insert(i.key.to_owned(), i.id.to_owned());
             s.messages
-                .entry(i.message.to_owned())
+                .entry(message)
                 .or_default()
                 .push((i.triggered_at, i.id.to_owned()));
         }
@@ -261,7 +282,7 @@ impl Inner {
             OpenIncident {
                 service_id: i.service_id.to_owned(),
                 key: i.key.to_owned(),
-                message: i.message.to_owned(),
+                message,
                 triggered_at: i.triggered_at,
             },
         );
@@ -276,24 +297,25 @@ impl Inner {
             if s.keys.get(&i.key).is_some_and(|open| open == id) {
                 s.keys.remove(&i.key);
             }
-            s.forget_message(&i.message, id);
+            s.forget_message(i.message, id);
         }
     }
 
     /// An unresolved incident's message was edited.
     pub(super) fn message_changed(&mut self, id: &str, message: &str) {
+        let message = self.digest(message);
         let Some(i) = self.open.get_mut(id) else {
             return;
         };
         if i.message == message {
             return;
         }
-        let old = std::mem::replace(&mut i.message, message.to_owned());
+        let old = std::mem::replace(&mut i.message, message);
         let triggered_at = i.triggered_at;
         if let Some(s) = self.services.get_mut(&i.service_id) {
-            s.forget_message(&old, id);
+            s.forget_message(old, id);
             s.messages
-                .entry(message.to_owned())
+                .entry(message)
                 .or_default()
                 .push((triggered_at, id.to_owned()));
         }
@@ -301,11 +323,11 @@ impl Inner {
 }
 
 impl ServiceEntry {
-    fn forget_message(&mut self, message: &str, id: &str) {
-        if let Some(ids) = self.messages.get_mut(message) {
+    fn forget_message(&mut self, message: Digest, id: &str) {
+        if let Some(ids) = self.messages.get_mut(&message) {
             ids.retain(|(_, open)| open != id);
             if ids.is_empty() {
-                self.messages.remove(message);
+                self.messages.remove(&message);
             }
         }
     }
@@ -348,6 +370,8 @@ mod tests {
                 .as_deref(),
             Some("b")
         );
+        assert_eq!(s.open_if_enabled("acc", "svc", None, "disk ful"), None);
+        assert_eq!(s.open_if_enabled("acc", "svc", None, "disk full!"), None);
         s.write().closed("b");
         assert_eq!(
             s.open_if_enabled("acc", "svc", None, "disk full")
