@@ -98,6 +98,20 @@ async fn wait_for_escalations(
     }
 }
 
+/// Opens `count` incidents (messages `m0`, `m1`, …) through the
+/// integration API and returns their ids.
+async fn open_incidents(server: &Server, integration_key: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    for n in 0..count {
+        let message = format!("m{n}");
+        let res = server
+            .integration("trigger", integration_key, &[("message", &message)])
+            .await;
+        ids.push(res.str("id"));
+    }
+    ids
+}
+
 async fn two_users(server: &Server, acct: &Account) -> String {
     server
         .post(
@@ -114,19 +128,7 @@ async fn sigkill_mid_escalation_loses_nothing(backend: Backend) {
     let a = server.register("Alpha").await;
     let u2 = two_users(&server, &a).await;
     let s = setup(&server, &a, &[&a.user_id, &u2], 2).await;
-    let mut ids = Vec::new();
-    for n in 0..5 {
-        ids.push(
-            server
-                .integration(
-                    "trigger",
-                    &s.integration_key,
-                    &[("message", &format!("m{n}"))],
-                )
-                .await
-                .str("id"),
-        );
-    }
+    let ids = open_incidents(&server, &s.integration_key, 5).await;
     // After the first escalation, kill the process without warning, and
     // stay down for longer than the rest of the walk.
     let first = wait_for_escalations(&server, &a.token, &ids[0], 1, Duration::from_secs(30)).await;
@@ -284,19 +286,7 @@ async fn postgres_a_broken_timer_does_not_stop_the_others() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let mut ids = Vec::new();
-    for n in 0..5 {
-        ids.push(
-            server
-                .integration(
-                    "trigger",
-                    &web.integration_key,
-                    &[("message", &format!("m{n}"))],
-                )
-                .await
-                .str("id"),
-        );
-    }
+    let ids = open_incidents(&server, &web.integration_key, 5).await;
     for id in &ids {
         let got = wait_for_escalations(&server, &a.token, id, 3, Duration::from_secs(30)).await;
         assert_eq!(
