@@ -1,5 +1,6 @@
 //! Incidents and the audit log (SQLite).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -497,19 +498,20 @@ async fn decide_trigger(
         ..
     } = job;
     let (dedup, now) = (*dedup, *now);
-    let cache_key = (account_id.clone(), service_id.clone());
-    if !services.contains_key(&cache_key) {
-        let service: Option<(String,)> =
-            sqlx::query_as("SELECT state FROM services WHERE account_id = ? AND id = ?")
-                .bind(account_id)
-                .bind(service_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (state,) = service.ok_or(StoreError::NotFound)?;
-        let pc = load_policy_context(&mut *tx, service_id, now).await?;
-        services.insert(cache_key.clone(), (state, pc));
-    }
-    let (state, pc) = services.get(&cache_key).ok_or(StoreError::NotFound)?;
+    let (state, pc) = match services.entry((account_id.clone(), service_id.clone())) {
+        Entry::Occupied(known) => known.into_mut(),
+        Entry::Vacant(slot) => {
+            let service: Option<(String,)> =
+                sqlx::query_as("SELECT state FROM services WHERE account_id = ? AND id = ?")
+                    .bind(account_id)
+                    .bind(service_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let (state,) = service.ok_or(StoreError::NotFound)?;
+            let pc = load_policy_context(&mut *tx, service_id, now).await?;
+            slot.insert((state, pc))
+        }
+    };
     if state != "enabled" {
         return Err(crate::util::service_disabled());
     }
