@@ -475,11 +475,14 @@ proptest! {
         for t in samples(since, until, &fractions, &shifts) {
             prop_assert_eq!(layer.on_call(&zone, t), user(t), "at {}", t);
         }
-        let expected: Vec<Millis> = handoffs
+        let mut expected: Vec<Millis> = handoffs
             .iter()
             .copied()
             .filter(|h| since < *h && *h < until && user(*h) != user(h - 1))
             .collect();
+        // A DST gap can map two hourly turns to one instant (02:00 and 03:00
+        // on a spring-forward night): that is one change of hands, not two.
+        expected.dedup();
         let changes: Vec<Millis> = shifts.iter().map(|s| s.start).filter(|t| *t > since).collect();
         prop_assert_eq!(changes, expected);
         for pair in shifts.windows(2) {
