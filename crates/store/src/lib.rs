@@ -19,6 +19,7 @@ use serde_json::Value;
 pub mod model;
 mod plan;
 pub mod postgres;
+pub(crate) mod sql;
 pub mod sqlite;
 
 pub use model::*;
@@ -62,55 +63,119 @@ pub enum StoreError {
 #[derive(Debug, thiserror::Error)]
 #[error("{source}")]
 pub struct BackendError {
-    /// Whether the database could not be reached in time (pool exhausted,
-    /// server down, store closing) rather than refusing the work.
-    unavailable: bool,
+    kind: BackendErrorKind,
     #[source]
     source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// What the store's own logic needs to tell apart in a database failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BackendErrorKind {
+    /// The database could not be reached in time (pool exhausted, server
+    /// down, file locked, store closing) rather than refusing the work.
+    Unavailable,
+    /// A unique constraint refused the write.
+    Unique,
+    /// A foreign-key constraint refused the write.
+    ForeignKey,
+    /// Anything else.
+    Other,
 }
 
 impl StoreError {
     /// The database could not be reached in time (pool exhausted, server
     /// down): worth a 503 rather than a 500.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Backend(e) if e.unavailable)
+        self.backend_kind() == Some(BackendErrorKind::Unavailable)
+    }
+
+    /// A unique constraint refused the write.
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        self.backend_kind() == Some(BackendErrorKind::Unique)
+    }
+
+    /// A foreign-key constraint refused the write.
+    pub(crate) fn is_foreign_key_violation(&self) -> bool {
+        self.backend_kind() == Some(BackendErrorKind::ForeignKey)
+    }
+
+    fn backend_kind(&self) -> Option<BackendErrorKind> {
+        match self {
+            StoreError::Backend(e) => Some(e.kind),
+            _ => None,
+        }
+    }
+
+    fn backend(kind: BackendErrorKind, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Backend(BackendError {
+            kind,
+            source: source.into(),
+        })
     }
 
     /// The store is shutting down (its writer task is gone).
     pub(crate) fn closed() -> StoreError {
-        StoreError::Backend(BackendError {
-            unavailable: true,
-            source: "the store is closed".into(),
-        })
+        StoreError::backend(BackendErrorKind::Unavailable, "the store is closed")
+    }
+
+    /// A row that does not fit the type it is read into.
+    pub(crate) fn decode(message: String) -> StoreError {
+        StoreError::backend(BackendErrorKind::Other, message)
     }
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
-        let unavailable = matches!(
-            err,
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-        );
-        StoreError::Backend(BackendError {
-            unavailable,
-            source: Box::new(err),
-        })
+        let kind = match &err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                BackendErrorKind::Unavailable
+            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => BackendErrorKind::Unique,
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                BackendErrorKind::ForeignKey
+            }
+            _ => BackendErrorKind::Other,
+        };
+        StoreError::backend(kind, err)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        use rusqlite::ffi;
+        let kind = match &err {
+            rusqlite::Error::SqliteFailure(e, _) => match e.extended_code {
+                ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                    BackendErrorKind::Unique
+                }
+                ffi::SQLITE_CONSTRAINT_FOREIGNKEY => BackendErrorKind::ForeignKey,
+                _ if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::CannotOpen
+                ) =>
+                {
+                    BackendErrorKind::Unavailable
+                }
+                _ => BackendErrorKind::Other,
+            },
+            _ => BackendErrorKind::Other,
+        };
+        StoreError::backend(kind, err)
     }
 }
 
 impl From<std::io::Error> for StoreError {
     fn from(err: std::io::Error) -> Self {
-        StoreError::Backend(BackendError {
-            unavailable: true,
-            source: Box::new(err),
-        })
+        StoreError::backend(BackendErrorKind::Unavailable, err)
     }
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(err: sqlx::migrate::MigrateError) -> Self {
         StoreError::Migrate(BackendError {
-            unavailable: false,
+            kind: BackendErrorKind::Other,
             source: Box::new(err),
         })
     }

@@ -18,10 +18,10 @@
 //! advisory lock (see `trigger.rs`).
 
 mod accounts;
+pub(crate) mod conn;
 mod incidents;
 mod policies;
 mod schedules;
-mod services;
 mod timers;
 mod trigger;
 
@@ -35,7 +35,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
 use crate::util::new_id;
-use crate::{Actor, Result, Store, StoreError};
+use crate::{sql, Actor, Result, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -84,6 +84,78 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+impl sql::Backend for PgStore {
+    type Read<'a> = conn::Pg<sqlx::pool::PoolConnection<sqlx::Postgres>>;
+    type Write<'a> = PgWrite<'a>;
+
+    async fn read(&self) -> Result<Self::Read<'_>> {
+        Ok(conn::Pg(self.pool.acquire().await?))
+    }
+
+    async fn write(&self) -> Result<Self::Write<'_>> {
+        Ok(PgWrite {
+            tx: conn::Pg(self.pool.begin().await?),
+            store: self,
+            timers_armed: false,
+        })
+    }
+}
+
+impl sql::services::ServiceLookup for PgStore {}
+
+/// A write transaction on a pooled PostgreSQL connection.
+pub(crate) struct PgWrite<'a> {
+    tx: conn::Pg<sqlx::Transaction<'static, sqlx::Postgres>>,
+    store: &'a PgStore,
+    timers_armed: bool,
+}
+
+impl sql::Db for PgWrite<'_> {
+    fn dialect(&self) -> sql::Dialect {
+        sql::Dialect::Postgres
+    }
+
+    fn execute(&mut self, q: sql::Query<'_>) -> impl std::future::Future<Output = Result<u64>> + Send {
+        self.tx.execute(q)
+    }
+
+    fn fetch_all<T: sql::FromRow + Send>(
+        &mut self,
+        q: sql::Query<'_>,
+    ) -> impl std::future::Future<Output = Result<Vec<T>>> + Send {
+        self.tx.fetch_all(q)
+    }
+
+    fn fetch_optional<T: sql::FromRow + Send>(
+        &mut self,
+        q: sql::Query<'_>,
+    ) -> impl std::future::Future<Output = Result<Option<T>>> + Send {
+        self.tx.fetch_optional(q)
+    }
+}
+
+impl sql::Write for PgWrite<'_> {
+    fn record(&mut self, change: sql::Change) {
+        // PostgreSQL keeps nothing in memory; only timers are announced.
+        self.timers_armed |= matches!(change, sql::Change::TimersArmed);
+    }
+
+    async fn commit(mut self) -> Result<()> {
+        if self.timers_armed {
+            // Other processes' engines hear of it through NOTIFY, sent at commit.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(timers::CHANNEL)
+                .execute(&mut *self.tx.0)
+                .await?;
+        }
+        self.tx.0.commit().await?;
+        if self.timers_armed {
+            self.store.timer_notify.notify_one();
+        }
+        Ok(())
     }
 }
 

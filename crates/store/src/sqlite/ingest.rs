@@ -216,6 +216,27 @@ impl Inner {
     }
 
     /// A service was created or changed.
+    /// Applies a committed change.
+    pub(super) fn apply(&mut self, change: crate::sql::Change) {
+        use crate::sql::Change;
+        match change {
+            Change::ServiceCreated {
+                id,
+                account_id,
+                integration_key,
+            } => self.service_saved(&id, &account_id, &integration_key, true),
+            Change::ServiceState { id, enabled } => self.service_state(&id, enabled),
+            Change::ServiceRekeyed {
+                id,
+                integration_key,
+            } => self.service_rekeyed(&id, &integration_key),
+            Change::ServiceDeleted { id } => self.service_deleted(&id),
+            Change::IncidentClosed { id } => self.closed(&id),
+            Change::MessageChanged { id, message } => self.message_changed(&id, &message),
+            Change::TimersArmed => {}
+        }
+    }
+
     pub(super) fn service_saved(&mut self, id: &str, account_id: &str, key: &str, enabled: bool) {
         match self.services.get_mut(id) {
             Some(s) => {

@@ -15,11 +15,11 @@
 //! ingest path's questions from memory exactly.
 
 mod accounts;
+pub(crate) mod conn;
 mod incidents;
 mod ingest;
 mod policies;
 mod schedules;
-mod services;
 mod timers;
 
 use std::str::FromStr;
@@ -33,7 +33,7 @@ use sqlx::types::Json;
 use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::util::new_id;
-use crate::{Actor, Result, Store, StoreError};
+use crate::{sql, Actor, Result, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -48,6 +48,8 @@ pub struct SqliteStore {
     triggers: tokio::sync::mpsc::Sender<incidents::TriggerJob>,
     /// Integration keys, service states and open dedup keys in memory.
     ingest: std::sync::Arc<ingest::IngestState>,
+    /// The writer and readers the shared store logic runs on.
+    conns: conn::Conns,
 }
 
 impl SqliteStore {
@@ -78,10 +80,11 @@ impl SqliteStore {
             .test_before_acquire(false)
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.read_only(true))
+            .connect_with(opts.clone().read_only(true))
             .await?;
         let timer_notify: std::sync::Arc<tokio::sync::Notify> = Default::default();
         let ingest: std::sync::Arc<ingest::IngestState> = Default::default();
+        let conns = conn::Conns::open(opts.get_filename())?;
         let (triggers, jobs) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(incidents::run_trigger_batcher(
             writer.clone(),
@@ -95,6 +98,7 @@ impl SqliteStore {
             timer_notify,
             triggers,
             ingest,
+            conns,
         })
     }
 
@@ -127,6 +131,87 @@ async fn commit_then(
         record(&mut inner);
     }
     Ok(())
+}
+
+impl sql::Backend for SqliteStore {
+    type Read<'a> = conn::Lite<conn::Reader<'a>>;
+    type Write<'a> = SqliteWrite<'a>;
+
+    async fn read(&self) -> Result<Self::Read<'_>> {
+        self.conns.reader().await
+    }
+
+    async fn write(&self) -> Result<Self::Write<'_>> {
+        Ok(SqliteWrite {
+            tx: self.conns.begin().await?,
+            store: self,
+            changes: Vec::new(),
+        })
+    }
+}
+
+impl sql::services::ServiceLookup for SqliteStore {
+    fn known_integration_target(&self, key: &str) -> Option<Option<crate::IntegrationTarget>> {
+        self.ingest.integration_target(key)
+    }
+}
+
+/// A write transaction on the SQLite writer.
+pub(crate) struct SqliteWrite<'a> {
+    tx: conn::LiteTx<tokio::sync::MutexGuard<'a, rusqlite::Connection>>,
+    store: &'a SqliteStore,
+    changes: Vec<sql::Change>,
+}
+
+impl sql::Db for SqliteWrite<'_> {
+    fn dialect(&self) -> sql::Dialect {
+        sql::Dialect::Sqlite
+    }
+
+    fn execute(&mut self, q: sql::Query<'_>) -> impl std::future::Future<Output = Result<u64>> + Send {
+        self.tx.execute(q)
+    }
+
+    fn fetch_all<T: sql::FromRow + Send>(
+        &mut self,
+        q: sql::Query<'_>,
+    ) -> impl std::future::Future<Output = Result<Vec<T>>> + Send {
+        self.tx.fetch_all(q)
+    }
+
+    fn fetch_optional<T: sql::FromRow + Send>(
+        &mut self,
+        q: sql::Query<'_>,
+    ) -> impl std::future::Future<Output = Result<Option<T>>> + Send {
+        self.tx.fetch_optional(q)
+    }
+}
+
+impl sql::Write for SqliteWrite<'_> {
+    fn record(&mut self, change: sql::Change) {
+        self.changes.push(change);
+    }
+
+    async fn commit(self) -> Result<()> {
+        let SqliteWrite { tx, store, changes } = self;
+        // Memory moves in commit order: the change is applied before any
+        // later commit (see `ingest`).
+        let _order = store.ingest.commit_order.lock().await;
+        tx.commit()?;
+        let mut armed = false;
+        let mut inner = store.ingest.write();
+        for change in changes {
+            armed |= matches!(change, sql::Change::TimersArmed);
+            if inner.loaded() {
+                inner.apply(change);
+            }
+        }
+        drop(inner);
+        if armed {
+            store.timer_notify.notify_one();
+        }
+        Ok(())
+    }
 }
 
 /// Holds the lock that makes a process the only server of a SQLite file;
@@ -190,6 +275,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.conns.close();
         self.reader.close().await;
         self.writer.close().await;
     }
