@@ -106,7 +106,10 @@ impl StoreError {
         }
     }
 
-    fn backend(kind: BackendErrorKind, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    fn backend(
+        kind: BackendErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         StoreError::Backend(BackendError {
             kind,
             source: source.into(),

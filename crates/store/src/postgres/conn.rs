@@ -15,10 +15,7 @@ use crate::{Result, StoreError};
 /// runs [`Query`]s.
 pub(crate) struct Pg<C>(pub(crate) C);
 
-fn prepare<'q>(
-    text: &'q str,
-    args: &[Arg<'q>],
-) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+fn prepare<'q>(text: &'q str, args: &[Arg<'q>]) -> sqlx::query::Query<'q, Postgres, PgArguments> {
     let mut q = sqlx::query(text);
     for arg in args {
         q = match *arg {
@@ -86,10 +83,7 @@ impl Row for PgRowRef<'_> {
                 .map(|s| serde_json::from_str(&s))
                 .transpose()
                 .map_err(|e| StoreError::decode(format!("column {i}: {e}"))),
-            _ => Ok(self
-                .0
-                .try_get::<Option<Json<Value>>, _>(i)?
-                .map(|j| j.0)),
+            _ => Ok(self.0.try_get::<Option<Json<Value>>, _>(i)?.map(|j| j.0)),
         }
     }
 }

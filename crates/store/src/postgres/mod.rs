@@ -19,7 +19,6 @@
 
 mod accounts;
 pub(crate) mod conn;
-mod incidents;
 mod policies;
 mod schedules;
 mod timers;
@@ -113,12 +112,22 @@ pub(crate) struct PgWrite<'a> {
     timers_armed: bool,
 }
 
+impl PgWrite<'_> {
+    /// The transaction's connection, for native statements.
+    pub(crate) fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx.0
+    }
+}
+
 impl sql::Db for PgWrite<'_> {
     fn dialect(&self) -> sql::Dialect {
         sql::Dialect::Postgres
     }
 
-    fn execute(&mut self, q: sql::Query<'_>) -> impl std::future::Future<Output = Result<u64>> + Send {
+    fn execute(
+        &mut self,
+        q: sql::Query<'_>,
+    ) -> impl std::future::Future<Output = Result<u64>> + Send {
         self.tx.execute(q)
     }
 

@@ -150,9 +150,9 @@ impl Probe<'_> {
     }
 }
 
-impl PgStore {
+impl crate::sql::incidents::Triggers for PgStore {
     /// `IncidentStore::trigger_incident`; see the module comment.
-    pub(super) async fn trigger(
+    async fn trigger(
         &self,
         account_id: &str,
         service_id: &str,
@@ -177,7 +177,9 @@ impl PgStore {
                 .into(),
         ))
     }
+}
 
+impl PgStore {
     async fn trigger_once(
         &self,
         account_id: &str,
@@ -294,7 +296,9 @@ impl PgStore {
         // As stored: JSONB has its own key order.
         let details: Option<Json<Value>> = row.try_get("details")?;
         tx.commit().await?;
-        self.timers_armed(&change);
+        if !change.schedule.is_empty() {
+            self.timer_notify.notify_one();
+        }
         let current_policy_id = change
             .current_policy_rule_id
             .as_ref()

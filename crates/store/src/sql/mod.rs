@@ -16,8 +16,10 @@
 //! opening incidents (PostgreSQL's advisory locks, SQLite's in-memory
 //! group-commit batcher).
 
+pub(crate) mod incidents;
 pub(crate) mod row;
 pub(crate) mod services;
+pub(crate) mod timers;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -174,27 +176,30 @@ impl<'a> Query<'a> {
     }
 }
 
-/// PostgreSQL-only phrases SQLite runs without: row locks (one writer at a
-/// time) and the byte-order collation (SQLite's default).
-const POSTGRES_ONLY: [&str; 6] = [
-    " FOR NO KEY UPDATE",
-    " FOR KEY SHARE",
-    " FOR UPDATE",
-    " FOR SHARE",
-    " SKIP LOCKED",
-    " COLLATE \"C\"",
+/// PostgreSQL phrases and what SQLite runs instead: no row locks (one
+/// writer at a time), no byte-order collation (SQLite's default), and
+/// `LIKE` for `ILIKE` (SQLite's `LIKE` ignores ASCII case).
+const POSTGRES_ONLY: [(&str, &str); 7] = [
+    (" FOR NO KEY UPDATE", ""),
+    (" FOR KEY SHARE", ""),
+    (" FOR UPDATE", ""),
+    (" FOR SHARE", ""),
+    (" SKIP LOCKED", ""),
+    (" COLLATE \"C\"", ""),
+    (" ILIKE ", " LIKE "),
 ];
 
 /// Rewrites statement text for SQLite: `$n` → `?n` (SQLite would read `$1`
 /// as a *named* parameter, numbered by first appearance) and the
-/// PostgreSQL-only phrases removed.
+/// PostgreSQL-only phrases replaced.
 pub(crate) fn render(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
     let mut rest = sql;
     'scan: while let Some(c) = rest.chars().next() {
         if c == ' ' {
-            for phrase in POSTGRES_ONLY {
+            for (phrase, instead) in POSTGRES_ONLY {
                 if rest.starts_with(phrase) {
+                    out.push_str(instead);
                     rest = &rest[phrase.len()..];
                     continue 'scan;
                 }
@@ -381,7 +386,9 @@ mod tests {
     #[test]
     fn renders_for_sqlite() {
         assert_eq!(
-            render(r#"SELECT a FROM t WHERE x = $1 AND y = $12 ORDER BY n COLLATE "C" FOR NO KEY UPDATE"#),
+            render(
+                r#"SELECT a FROM t WHERE x = $1 AND y = $12 ORDER BY n COLLATE "C" FOR NO KEY UPDATE"#
+            ),
             "SELECT a FROM t WHERE x = ?1 AND y = ?12 ORDER BY n"
         );
         assert_eq!(render("SELECT '$' || $2"), "SELECT '$' || ?2");
@@ -389,7 +396,14 @@ mod tests {
             render("SELECT id FROM t FOR UPDATE SKIP LOCKED"),
             "SELECT id FROM t"
         );
-        assert_eq!(render("SELECT 'é' FROM t FOR KEY SHARE"), "SELECT 'é' FROM t");
+        assert_eq!(
+            render("SELECT 'é' FROM t FOR KEY SHARE"),
+            "SELECT 'é' FROM t"
+        );
+        assert_eq!(
+            render("SELECT 1 WHERE m ILIKE $1 ESCAPE '\\'"),
+            "SELECT 1 WHERE m LIKE ?1 ESCAPE '\\'"
+        );
     }
 
     #[test]
@@ -399,7 +413,10 @@ mod tests {
         q.push(" AND id IN ").push_list(&ids);
         assert_eq!(q.sql, "SELECT 1 WHERE x = $1 AND id IN ($2, $3)");
         assert_eq!(q.args().len(), 3);
-        assert_eq!(q.text(Dialect::Sqlite), "SELECT 1 WHERE x = ?1 AND id IN (?2, ?3)");
+        assert_eq!(
+            q.text(Dialect::Sqlite),
+            "SELECT 1 WHERE x = ?1 AND id IN (?2, ?3)"
+        );
     }
 
     #[test]

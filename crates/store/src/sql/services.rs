@@ -234,11 +234,13 @@ impl<B: Backend + ServiceLookup> ServiceStore for B {
             return Ok(false);
         }
         tx.execute(
-            query("UPDATE services SET state = $1, updated_at = $2 WHERE account_id = $3 AND id = $4")
-                .bind(state)
-                .bind(&now)
-                .bind(account_id)
-                .bind(id),
+            query(
+                "UPDATE services SET state = $1, updated_at = $2 WHERE account_id = $3 AND id = $4",
+            )
+            .bind(state)
+            .bind(&now)
+            .bind(account_id)
+            .bind(id),
         )
         .await?;
         let enabled = state == "enabled";

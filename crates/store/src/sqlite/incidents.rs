@@ -1,37 +1,26 @@
-//! Incidents and the audit log (SQLite).
+//! Opening incidents (SQLite): the group-commit trigger batcher.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use klaxon_core::engine::Cause;
-use klaxon_core::incident::{IncidentAction, IncidentState};
 use klaxon_core::time::Millis;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
+use super::conn::{Conns, LiteTx};
 use super::ingest::{IngestState, OpenRef};
-use super::timers::{apply_change, load_policy_context};
-use super::{found, insert_event, SqliteStore};
+use super::SqliteStore;
 use crate::plan::{open_changeset, plan, Change, PolicyContext};
-use crate::util::{like_pattern, new_id, new_incident_key};
-use crate::{
-    ActOutcome, Actor, Event, EventFilter, Incident, IncidentFilter, IncidentPatch, IncidentStore,
-    NewIncident, Result, StoreError, TriggerOutcome,
-};
+use crate::sql::incidents::{open_incident, Triggers};
+use crate::sql::timers::{insert_timers, load_policy_context, push_row, NewTimer};
+use crate::sql::{query, Db};
+use crate::util::{new_id, new_incident_key};
+use crate::{Actor, Incident, NewIncident, Result, StoreError, TriggerOutcome};
 
-pub(super) const INCIDENT_SELECT: &str = "SELECT i.id, i.account_id, i.service_id, i.state, i.message, i.description,
-    i.details, i.key, i.current_user_id, i.current_policy_rule_id, r.policy_id AS current_policy_id,
-    i.escalation_loop_count, i.triggered_at, i.acknowledged_at, i.resolved_at, i.created_at, i.updated_at
-    FROM incidents i LEFT JOIN policy_rules r ON r.id = i.current_policy_rule_id";
-
-const EVENT_COLUMNS: &str =
-    "id, action, source_type, source_id, actor_type, actor_id, changeset, created_at";
-
-#[async_trait]
-impl IncidentStore for SqliteStore {
-    async fn trigger_incident(
+impl Triggers for SqliteStore {
+    async fn trigger(
         &self,
         account_id: &str,
         service_id: &str,
@@ -41,28 +30,17 @@ impl IncidentStore for SqliteStore {
         now: Millis,
     ) -> Result<TriggerOutcome> {
         if dedup {
-            let key = new.key.as_deref();
-            if self.ingest.is_loaded() {
-                // Answered from memory, exactly (see `ingest`): a repeated
-                // trigger costs no query. A miss, a disabled or an unknown
-                // service go on to the batcher, which decides for certain.
-                if let Some(id) =
-                    self.ingest
-                        .open_if_enabled(account_id, service_id, key, &new.message)
-                {
-                    return Ok(TriggerOutcome::Deduplicated(id));
-                }
-            } else {
-                // Before the load: a plain read (WAL readers run beside the
-                // writer). Answering from this snapshot is correct: the
-                // incident was open when we looked.
-                let mut conn = self.reader.acquire().await?;
-                let message = key.is_none().then_some(new.message.as_str());
-                if let Some(existing) =
-                    open_incident(&mut conn, account_id, service_id, key, message, true).await?
-                {
-                    return Ok(TriggerOutcome::Deduplicated(existing.id));
-                }
+            // Answered from memory, exactly (see `ingest`): a repeated
+            // trigger costs no query. A miss, a disabled or an unknown
+            // service (or a state not loaded yet) go on to the batcher,
+            // which decides for certain.
+            if let Some(id) = self.ingest.open_if_enabled(
+                account_id,
+                service_id,
+                new.key.as_deref(),
+                &new.message,
+            ) {
+                return Ok(TriggerOutcome::Deduplicated(id));
             }
         }
         // Opening incidents goes through the group-commit batcher: one
@@ -82,247 +60,6 @@ impl IncidentStore for SqliteStore {
             .await
             .map_err(|_| StoreError::closed())?;
         answer.await.map_err(|_| StoreError::closed())?
-    }
-
-    async fn list_incidents(
-        &self,
-        account_id: &str,
-        filter: &IncidentFilter,
-    ) -> Result<(Vec<Incident>, i64)> {
-        let mut conn = self.reader.acquire().await?;
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM incidents i");
-        push_filter(&mut count, account_id, filter);
-        let (total,): (i64,) = count.build_query_as().fetch_one(&mut *conn).await?;
-        let mut page = QueryBuilder::<Sqlite>::new(INCIDENT_SELECT);
-        push_filter(&mut page, account_id, filter);
-        page.push(" ORDER BY i.triggered_at DESC, i.id DESC LIMIT ")
-            .push_bind(filter.limit)
-            .push(" OFFSET ")
-            .push_bind(filter.offset);
-        let rows = page.build_query_as().fetch_all(&mut *conn).await?;
-        Ok((rows, total))
-    }
-
-    async fn get_incident(&self, account_id: &str, id: &str) -> Result<Incident> {
-        let mut conn = self.reader.acquire().await?;
-        fetch(&mut conn, account_id, id).await
-    }
-
-    async fn find_open_incident(
-        &self,
-        account_id: &str,
-        service_id: &str,
-        key: Option<&str>,
-        message: Option<&str>,
-    ) -> Result<Option<Incident>> {
-        let mut conn = self.reader.acquire().await?;
-        open_incident(&mut conn, account_id, service_id, key, message, false).await
-    }
-
-    async fn update_incident(
-        &self,
-        account_id: &str,
-        id: &str,
-        patch: &IncidentPatch,
-        actor: &Actor,
-        now: Millis,
-    ) -> Result<Incident> {
-        let mut tx = self.begin_write().await?;
-        let before = fetch(&mut tx, account_id, id).await?;
-        let (changes, message, description, details) = crate::util::apply_patch(&before, patch);
-        if changes.is_empty() {
-            return Ok(before);
-        }
-        sqlx::query(
-            "UPDATE incidents SET message = ?, description = ?, details = ?, updated_at = ?
-             WHERE account_id = ? AND id = ?",
-        )
-        .bind(message)
-        .bind(description)
-        .bind(details.map(Json))
-        .bind(now)
-        .bind(account_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        insert_event(
-            &mut tx,
-            account_id,
-            "incident.update",
-            "incident",
-            id,
-            actor,
-            &Value::Object(changes),
-            now,
-        )
-        .await?;
-        let incident = fetch(&mut tx, account_id, id).await?;
-        self.commit_then(tx, |i| i.message_changed(id, &incident.message))
-            .await?;
-        Ok(incident)
-    }
-
-    async fn act_on_incident(
-        &self,
-        account_id: &str,
-        id: &str,
-        action: IncidentAction,
-        actor: &Actor,
-        now: Millis,
-    ) -> Result<ActOutcome> {
-        let mut tx = self.begin_write().await?;
-        let before = fetch(&mut tx, account_id, id).await?;
-        let pc = load_policy_context(&mut tx, &before.service_id, now).await?;
-        let Some(change) = plan(Some(&before), Cause::Act(action), &pc, now)? else {
-            // Release the row lock now, not whenever the pool gets to it.
-            tx.rollback().await?;
-            return Ok(ActOutcome::Unchanged(before));
-        };
-        apply_change(&mut tx, &before, &change, actor, now).await?;
-        let incident = fetch(&mut tx, account_id, id).await?;
-        self.commit_then(tx, |i| {
-            if change.state == IncidentState::Resolved {
-                i.closed(id);
-            }
-        })
-        .await?;
-        self.timers_armed(&change);
-        Ok(ActOutcome::Changed(incident))
-    }
-
-    async fn delete_incident(
-        &self,
-        account_id: &str,
-        id: &str,
-        actor: &Actor,
-        now: Millis,
-    ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query("DELETE FROM incidents WHERE account_id = ? AND id = ?")
-            .bind(account_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        found(done.rows_affected())?;
-        insert_event(
-            &mut tx,
-            account_id,
-            "incident.delete",
-            "incident",
-            id,
-            actor,
-            &json!({}),
-            now,
-        )
-        .await?;
-        self.commit_then(tx, |i| i.closed(id)).await?;
-        Ok(())
-    }
-
-    async fn list_events(
-        &self,
-        account_id: &str,
-        filter: &EventFilter,
-    ) -> Result<(Vec<Event>, i64)> {
-        let mut conn = self.reader.acquire().await?;
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM events");
-        push_event_filter(&mut count, account_id, filter);
-        let (total,): (i64,) = count.build_query_as().fetch_one(&mut *conn).await?;
-        let mut page = QueryBuilder::<Sqlite>::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
-        push_event_filter(&mut page, account_id, filter);
-        page.push(" ORDER BY seq DESC LIMIT ")
-            .push_bind(filter.limit)
-            .push(" OFFSET ")
-            .push_bind(filter.offset);
-        let rows = page.build_query_as().fetch_all(&mut *conn).await?;
-        Ok((rows, total))
-    }
-}
-
-pub(super) async fn fetch(
-    conn: &mut SqliteConnection,
-    account_id: &str,
-    id: &str,
-) -> Result<Incident> {
-    sqlx::query_as(&format!(
-        "{INCIDENT_SELECT} WHERE i.account_id = ? AND i.id = ?"
-    ))
-    .bind(account_id)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(StoreError::NotFound)
-}
-
-async fn open_incident(
-    conn: &mut SqliteConnection,
-    account_id: &str,
-    service_id: &str,
-    key: Option<&str>,
-    message: Option<&str>,
-    enabled_only: bool,
-) -> Result<Option<Incident>> {
-    // The trigger fast path asks only while the service is enabled, so a
-    // disabled one falls through to the write path and its clear refusal.
-    let enabled = if enabled_only {
-        "AND EXISTS (SELECT 1 FROM services s WHERE s.id = i.service_id AND s.state = 'enabled')"
-    } else {
-        ""
-    };
-    let (column, value) = match (key, message) {
-        (Some(key), _) => ("key", key),
-        (None, Some(message)) => ("message", message),
-        (None, None) => return Ok(None),
-    };
-    Ok(sqlx::query_as(&format!(
-        "{INCIDENT_SELECT} WHERE i.account_id = ? AND i.service_id = ? AND i.state <> 'resolved' AND i.{column} = ? {enabled}
-         ORDER BY i.triggered_at DESC, i.id DESC LIMIT 1"
-    ))
-    .bind(account_id)
-    .bind(service_id)
-    .bind(value)
-    .fetch_optional(conn)
-    .await?)
-}
-
-fn push_filter<'a>(qb: &mut QueryBuilder<'a, Sqlite>, account_id: &'a str, f: &'a IncidentFilter) {
-    qb.push(" WHERE i.account_id = ").push_bind(account_id);
-    if !f.states.is_empty() {
-        qb.push(" AND i.state IN (");
-        let mut list = qb.separated(", ");
-        for s in &f.states {
-            list.push_bind(s);
-        }
-        qb.push(")");
-    }
-    if let Some(service_id) = &f.service_id {
-        qb.push(" AND i.service_id = ").push_bind(service_id);
-    }
-    if let Some(user_id) = &f.current_user_id {
-        qb.push(" AND i.current_user_id = ").push_bind(user_id);
-    }
-    if let Some(since) = f.since {
-        qb.push(" AND i.triggered_at >= ").push_bind(since);
-    }
-    if let Some(until) = f.until {
-        qb.push(" AND i.triggered_at < ").push_bind(until);
-    }
-    if let Some(q) = &f.q {
-        qb.push(" AND i.message LIKE ")
-            .push_bind(like_pattern(q))
-            .push(" ESCAPE '\\'");
-    }
-}
-
-fn push_event_filter<'a>(
-    qb: &mut QueryBuilder<'a, Sqlite>,
-    account_id: &'a str,
-    f: &'a EventFilter,
-) {
-    qb.push(" WHERE account_id = ").push_bind(account_id);
-    if let Some((source_type, source_id)) = &f.source {
-        qb.push(" AND source_type = ").push_bind(source_type);
-        qb.push(" AND source_id = ").push_bind(source_id);
     }
 }
 
@@ -350,7 +87,7 @@ const TRIGGER_BATCH: usize = 128;
 /// whole, each of its triggers is retried alone, so one bad trigger cannot
 /// fail its neighbours.
 pub(super) async fn run_trigger_batcher(
-    writer: sqlx::SqlitePool,
+    conns: Arc<Conns>,
     mut jobs: tokio::sync::mpsc::Receiver<TriggerJob>,
     notify: std::sync::Arc<tokio::sync::Notify>,
     ingest: std::sync::Arc<IngestState>,
@@ -364,13 +101,13 @@ pub(super) async fn run_trigger_batcher(
             }
         }
         let started = std::time::Instant::now();
-        let results = match trigger_batch(&writer, &ingest, &batch).await {
+        let results = match trigger_batch(&conns, &ingest, &batch).await {
             Ok(results) => results,
             Err(err) if batch.len() > 1 => {
                 tracing::warn!(error = %err, size = batch.len(), "trigger batch failed; retrying its triggers one by one");
                 let mut results = Vec::with_capacity(batch.len());
                 for job in &batch {
-                    let alone = trigger_batch(&writer, &ingest, std::slice::from_ref(job)).await;
+                    let alone = trigger_batch(&conns, &ingest, std::slice::from_ref(job)).await;
                     results
                         .push(alone.and_then(|mut r| r.pop().unwrap_or(Err(StoreError::NotFound))));
                 }
@@ -425,11 +162,11 @@ struct Opened {
 }
 
 async fn trigger_batch(
-    writer: &sqlx::SqlitePool,
+    conns: &Conns,
     ingest: &IngestState,
     batch: &[TriggerJob],
 ) -> Result<Vec<TriggerResult>> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = conns.begin().await?;
     let mut services = HashMap::new();
     let mut opened: Vec<Opened> = Vec::new();
     // Per trigger: Ok(None) = the next of `opened`, Ok(Some(id)) = duplicate.
@@ -447,19 +184,24 @@ async fn trigger_batch(
     if !opened.is_empty() {
         insert_opened(&mut tx, &opened).await?;
     }
-    super::commit_then(ingest, tx, |state| {
-        for o in &opened {
-            let i = &o.incident;
-            state.opened(OpenRef {
-                id: &i.id,
-                service_id: &i.service_id,
-                key: &i.key,
-                message: &i.message,
-                triggered_at: i.triggered_at,
-            });
+    {
+        // Memory moves in commit order (see `ingest`).
+        let _order = ingest.commit_order.lock().await;
+        tx.commit()?;
+        let mut state = ingest.write();
+        if state.loaded() {
+            for o in &opened {
+                let i = &o.incident;
+                state.opened(OpenRef {
+                    id: &i.id,
+                    service_id: &i.service_id,
+                    key: &i.key,
+                    message: &i.message,
+                    triggered_at: i.triggered_at,
+                });
+            }
         }
-    })
-    .await?;
+    }
     let mut opened = opened.into_iter();
     Ok(decided
         .into_iter()
@@ -483,7 +225,7 @@ type ServiceCache = HashMap<(String, String), (String, PolicyContext)>;
 /// batch), or a new incident. Writes nothing. The single writer connection
 /// serialises it against every other write, so the check cannot race.
 async fn decide_trigger(
-    tx: &mut SqliteConnection,
+    tx: &mut impl Db,
     ingest: &IngestState,
     services: &mut ServiceCache,
     opened: &[Opened],
@@ -501,13 +243,13 @@ async fn decide_trigger(
     let (state, pc) = match services.entry((account_id.clone(), service_id.clone())) {
         Entry::Occupied(known) => known.into_mut(),
         Entry::Vacant(slot) => {
-            let service: Option<(String,)> =
-                sqlx::query_as("SELECT state FROM services WHERE account_id = ? AND id = ?")
-                    .bind(account_id)
-                    .bind(service_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let (state,) = service.ok_or(StoreError::NotFound)?;
+            let (state,): (String,) = tx
+                .fetch_one(
+                    query("SELECT state FROM services WHERE account_id = $1 AND id = $2")
+                        .bind(account_id)
+                        .bind(service_id),
+                )
+                .await?;
             let pc = load_policy_context(&mut *tx, service_id, now).await?;
             slot.insert((state, pc))
         }
@@ -530,7 +272,7 @@ async fn decide_trigger(
         found
     } else {
         let message = key.is_none().then_some(new.message.as_str());
-        open_incident(&mut *tx, account_id, service_id, key, message, false)
+        open_incident(&mut *tx, account_id, service_id, key, message)
             .await?
             .map(|i| i.id)
     };
@@ -577,68 +319,89 @@ async fn decide_trigger(
 
 /// Writes a batch's new incidents, their timers and their audit events:
 /// one multi-row INSERT per table (SQLite allows 32,766 bound values per
-/// statement; a batch of 128 binds at most 1,664 per statement).
-async fn insert_opened(tx: &mut SqliteConnection, opened: &[Opened]) -> Result<()> {
-    let mut q = QueryBuilder::<Sqlite>::new(
+/// statement; a batch of 128 binds at most 1,792 per statement).
+async fn insert_opened(
+    tx: &mut LiteTx<tokio::sync::MutexGuard<'_, rusqlite::Connection>>,
+    opened: &[Opened],
+) -> Result<()> {
+    let mut q = query(
         "INSERT INTO incidents (id, account_id, service_id, state, message, description, details, key,
-            current_user_id, current_policy_rule_id, escalation_loop_count, triggered_at, created_at, updated_at) ",
+            current_user_id, current_policy_rule_id, escalation_loop_count, triggered_at, created_at, updated_at) VALUES ",
     );
-    q.push_values(opened, |mut row, o| {
+    let details: Vec<Option<Value>> = opened
+        .iter()
+        .map(|o| o.incident.details.as_ref().map(|d| d.0.clone()))
+        .collect();
+    for (n, (o, details)) in opened.iter().zip(&details).enumerate() {
         let i = &o.incident;
-        row.push_bind(&i.id)
-            .push_bind(&i.account_id)
-            .push_bind(&i.service_id)
-            .push_bind("triggered")
-            .push_bind(&i.message)
-            .push_bind(&i.description)
-            .push_bind(&i.details)
-            .push_bind(&i.key)
-            .push_bind(&i.current_user_id)
-            .push_bind(&i.current_policy_rule_id)
-            .push_bind(i.escalation_loop_count)
-            .push_bind(i.triggered_at)
-            .push_bind(i.created_at)
-            .push_bind(i.updated_at);
-    });
-    q.build().execute(&mut *tx).await?;
-    let timers: Vec<(&Incident, &str, Millis)> = opened
+        push_row(&mut q, n, |q| {
+            q.push_bind(&i.id)
+                .push(", ")
+                .push_bind(&i.account_id)
+                .push(", ")
+                .push_bind(&i.service_id)
+                .push(", 'triggered', ")
+                .push_bind(&i.message)
+                .push(", ")
+                .push_bind(&i.description)
+                .push(", ")
+                .push_bind(details)
+                .push(", ")
+                .push_bind(&i.key)
+                .push(", ")
+                .push_bind(&i.current_user_id)
+                .push(", ")
+                .push_bind(&i.current_policy_rule_id)
+                .push(", ")
+                .push_bind(&i.escalation_loop_count)
+                .push(", ")
+                .push_bind(&i.triggered_at)
+                .push(", ")
+                .push_bind(&i.created_at)
+                .push(", ")
+                .push_bind(&i.updated_at);
+        });
+    }
+    tx.execute(q).await?;
+    let timers: Vec<NewTimer<'_>> = opened
         .iter()
         .flat_map(|o| {
-            o.change
-                .schedule
-                .iter()
-                .map(move |(kind, due)| (&o.incident, *kind, *due))
+            let i = &o.incident;
+            o.change.schedule.iter().map(move |(kind, due)| {
+                (
+                    i.account_id.as_str(),
+                    i.id.as_str(),
+                    *kind,
+                    *due,
+                    i.created_at,
+                )
+            })
         })
         .collect();
-    if !timers.is_empty() {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO timers (id, account_id, incident_id, kind, due_at, created_at) ",
-        );
-        q.push_values(&timers, |mut row, (i, kind, due)| {
-            row.push_bind(new_id())
-                .push_bind(&i.account_id)
-                .push_bind(&i.id)
-                .push_bind(*kind)
-                .push_bind(*due)
-                .push_bind(i.created_at);
-        });
-        q.build().execute(&mut *tx).await?;
-    }
-    let mut q = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO events (id, account_id, action, source_type, source_id, actor_type, actor_id, changeset, created_at) ",
+    insert_timers(tx, &timers).await?;
+    let ids: Vec<String> = opened.iter().map(|_| new_id()).collect();
+    let actors: Vec<(&'static str, Option<&str>)> =
+        opened.iter().map(|o| o.actor.parts()).collect();
+    let mut q = query(
+        "INSERT INTO events (id, account_id, action, source_type, source_id, actor_type, actor_id, changeset, created_at) VALUES ",
     );
-    q.push_values(opened, |mut row, o| {
-        let (actor_type, actor_id) = o.actor.parts();
-        row.push_bind(new_id())
-            .push_bind(&o.incident.account_id)
-            .push_bind("incident.create")
-            .push_bind("incident")
-            .push_bind(&o.incident.id)
-            .push_bind(actor_type)
-            .push_bind(actor_id)
-            .push_bind(Json(&o.changeset))
-            .push_bind(o.incident.created_at);
-    });
-    q.build().execute(&mut *tx).await?;
+    for (n, ((o, id), (actor_type, actor_id))) in opened.iter().zip(&ids).zip(&actors).enumerate() {
+        push_row(&mut q, n, |q| {
+            q.push_bind(id)
+                .push(", ")
+                .push_bind(&o.incident.account_id)
+                .push(", 'incident.create', 'incident', ")
+                .push_bind(&o.incident.id)
+                .push(", ")
+                .push_bind(*actor_type)
+                .push(", ")
+                .push_bind(actor_id)
+                .push(", ")
+                .push_bind(&o.changeset)
+                .push(", ")
+                .push_bind(&o.incident.created_at);
+        });
+    }
+    tx.execute(q).await?;
     Ok(())
 }

@@ -23,8 +23,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use klaxon_core::time::Millis;
-use sqlx::SqliteConnection;
 
+use crate::sql::{query, Db};
 use crate::{IntegrationTarget, Result};
 
 /// The in-memory ingest facts and the lock that keeps them in commit order.
@@ -103,16 +103,17 @@ impl IngestState {
 
     /// Reads every service and unresolved incident. The caller holds the
     /// writer connection and `commit_order`, so no commit is in between.
-    pub(super) async fn load(&self, conn: &mut SqliteConnection) -> Result<()> {
-        let services: Vec<(String, String, String, String)> =
-            sqlx::query_as("SELECT id, account_id, integration_key, state FROM services")
-                .fetch_all(&mut *conn)
-                .await?;
-        let open: Vec<(String, String, String, String, Millis)> = sqlx::query_as(
-            "SELECT id, service_id, key, message, triggered_at FROM incidents WHERE state <> 'resolved'",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
+    pub(super) async fn load(&self, db: &mut impl Db) -> Result<()> {
+        let services: Vec<(String, String, String, String)> = db
+            .fetch_all(query(
+                "SELECT id, account_id, integration_key, state FROM services",
+            ))
+            .await?;
+        let open: Vec<(String, String, String, String, Millis)> = db
+            .fetch_all(query(
+                "SELECT id, service_id, key, message, triggered_at FROM incidents WHERE state <> 'resolved'",
+            ))
+            .await?;
         let mut inner = Inner {
             loaded: true,
             ..Inner::default()

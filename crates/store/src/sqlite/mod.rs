@@ -49,7 +49,7 @@ pub struct SqliteStore {
     /// Integration keys, service states and open dedup keys in memory.
     ingest: std::sync::Arc<ingest::IngestState>,
     /// The writer and readers the shared store logic runs on.
-    conns: conn::Conns,
+    conns: std::sync::Arc<conn::Conns>,
 }
 
 impl SqliteStore {
@@ -84,10 +84,10 @@ impl SqliteStore {
             .await?;
         let timer_notify: std::sync::Arc<tokio::sync::Notify> = Default::default();
         let ingest: std::sync::Arc<ingest::IngestState> = Default::default();
-        let conns = conn::Conns::open(opts.get_filename())?;
+        let conns = std::sync::Arc::new(conn::Conns::open(opts.get_filename())?);
         let (triggers, jobs) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(incidents::run_trigger_batcher(
-            writer.clone(),
+            conns.clone(),
             jobs,
             timer_notify.clone(),
             ingest.clone(),
@@ -168,7 +168,10 @@ impl sql::Db for SqliteWrite<'_> {
         sql::Dialect::Sqlite
     }
 
-    fn execute(&mut self, q: sql::Query<'_>) -> impl std::future::Future<Output = Result<u64>> + Send {
+    fn execute(
+        &mut self,
+        q: sql::Query<'_>,
+    ) -> impl std::future::Future<Output = Result<u64>> + Send {
         self.tx.execute(q)
     }
 
@@ -269,9 +272,10 @@ impl Store for SqliteStore {
         MIGRATOR.run(&self.writer).await?;
         // The schema is current: take the ingest facts into memory, holding
         // the writer and the commit order so no commit falls in between.
-        let mut conn = self.writer.acquire().await?;
+        let tx = self.conns.begin().await?;
         let _order = self.ingest.commit_order.lock().await;
-        self.ingest.load(&mut conn).await
+        let mut tx = tx;
+        self.ingest.load(&mut tx).await
     }
 
     async fn close(&self) {
