@@ -17,6 +17,7 @@
 //! group-commit batcher).
 
 pub(crate) mod row;
+pub(crate) mod schedules;
 pub(crate) mod services;
 
 use std::borrow::Cow;
