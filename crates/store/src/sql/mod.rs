@@ -18,6 +18,7 @@
 
 pub(crate) mod incidents;
 pub(crate) mod row;
+pub(crate) mod schedules;
 pub(crate) mod services;
 pub(crate) mod timers;
 
