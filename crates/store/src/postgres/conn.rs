@@ -54,7 +54,7 @@ impl<C: DerefMut<Target = PgConnection> + Send> Db for Pg<C> {
 }
 
 /// A sqlx row as a [`Row`].
-struct PgRowRef<'r>(&'r PgRow);
+pub(crate) struct PgRowRef<'r>(pub(crate) &'r PgRow);
 
 impl Row for PgRowRef<'_> {
     fn index(&self, name: &str) -> Result<usize> {

@@ -20,7 +20,6 @@
 mod accounts;
 pub(crate) mod conn;
 mod policies;
-mod schedules;
 mod timers;
 mod trigger;
 

@@ -21,7 +21,9 @@ use klaxon_core::time::{Millis, DAY_MS};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{Connection, FromRow, PgConnection, Row};
+use sqlx::{Connection, PgConnection, Row};
+
+use super::conn::{Pg, PgRowRef};
 
 use super::timers::CHANNEL;
 use super::{violates, PgStore};
@@ -375,13 +377,14 @@ async fn read_decision(
     let mut rules = Vec::with_capacity(rows.len());
     for row in &rows {
         if row.try_get::<Option<String>, _>("id")?.is_some() {
-            rules.push(PolicyRule::from_row(row)?);
+            rules.push(<PolicyRule as crate::sql::FromRow>::from_row(&PgRowRef(row))?);
         }
     }
     let mut schedules = std::collections::HashMap::new();
     for id in PolicyContext::schedule_ids(&rules) {
         // Overrides that ended a day before `now` cannot matter any more.
-        let data = super::schedules::load(&mut *conn, account_id, &id, now - DAY_MS).await?;
+        let data =
+            crate::sql::schedules::load(&mut Pg(&mut *conn), account_id, &id, now - DAY_MS).await?;
         schedules.insert(id, data.to_core());
     }
     Ok(Found {

@@ -14,10 +14,7 @@ use super::row::from_row;
 use super::{insert_event, query, Backend, Change, Db, NewEvent, Query, Write};
 use crate::plan::{self, DueTimer, PolicyContext, ServicePolicyRow};
 use crate::util::{new_id, transition_changeset};
-use crate::{
-    Actor, FiredTimer, Incident, Layer, PolicyRule, Result, Schedule, ScheduleData,
-    ScheduleOverride, Timer, TimerStore,
-};
+use crate::{Actor, FiredTimer, Incident, PolicyRule, Result, Timer, TimerStore};
 
 from_row!(Timer {
     id,
@@ -137,7 +134,7 @@ pub(crate) async fn load_policy_context(
     let mut schedules = std::collections::HashMap::new();
     for id in PolicyContext::schedule_ids(&rules) {
         // Overrides that ended a day before `now` cannot matter any more.
-        let data = load_schedule(db, &account_id, &id, now - DAY_MS).await?;
+        let data = super::schedules::load(db, &account_id, &id, now - DAY_MS).await?;
         schedules.insert(id, data.to_core());
     }
     Ok(PolicyContext {
@@ -160,37 +157,6 @@ from_row!(PolicyRule {
     updated_at,
 });
 
-from_row!(Schedule {
-    id,
-    account_id,
-    name,
-    time_zone,
-    created_at,
-    updated_at,
-});
-
-from_row!(Layer {
-    id,
-    schedule_id,
-    position,
-    rotation,
-    count,
-    start_at,
-    users,
-    restrictions,
-    created_at,
-    updated_at,
-});
-
-from_row!(ScheduleOverride {
-    id,
-    schedule_id,
-    user_id,
-    start_at,
-    end_at,
-    created_at,
-});
-
 /// A policy's rules in order.
 async fn rules_of(db: &mut impl Db, account_id: &str, policy_id: &str) -> Result<Vec<PolicyRule>> {
     db.fetch_all(
@@ -203,49 +169,6 @@ async fn rules_of(db: &mut impl Db, account_id: &str, policy_id: &str) -> Result
         .bind(policy_id),
     )
     .await
-}
-
-/// A schedule with its layers and the overrides ending after `from`.
-async fn load_schedule(
-    db: &mut impl Db,
-    account_id: &str,
-    id: &str,
-    from: Millis,
-) -> Result<ScheduleData> {
-    let schedule = db
-        .fetch_one(
-            query(
-                "SELECT id, account_id, name, time_zone, created_at, updated_at FROM schedules
-                 WHERE account_id = $1 AND id = $2",
-            )
-            .bind(account_id)
-            .bind(id),
-        )
-        .await?;
-    let layers = db
-        .fetch_all(
-            query(
-                r#"SELECT id, schedule_id, position, rotation, count, start_at, users, restrictions, created_at, updated_at
-                   FROM schedule_layers WHERE schedule_id = $1 ORDER BY position, id COLLATE "C""#,
-            )
-            .bind(id),
-        )
-        .await?;
-    let overrides = db
-        .fetch_all(
-            query(
-                r#"SELECT id, schedule_id, user_id, start_at, end_at, created_at FROM schedule_overrides
-                   WHERE schedule_id = $1 AND end_at > $2 ORDER BY created_at, id COLLATE "C""#,
-            )
-            .bind(id)
-            .bind(&from),
-        )
-        .await?;
-    Ok(ScheduleData {
-        schedule,
-        layers,
-        overrides,
-    })
 }
 
 /// Arming a kind that is pending already replaces it (one pending timer per

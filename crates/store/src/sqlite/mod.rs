@@ -19,7 +19,6 @@ pub(crate) mod conn;
 mod incidents;
 mod ingest;
 mod policies;
-mod schedules;
 mod timers;
 
 use std::str::FromStr;
