@@ -17,7 +17,6 @@
 //! Opening incidents serialises only triggers of the same problem, on an
 //! advisory lock (see `trigger.rs`).
 
-mod accounts;
 pub(crate) mod conn;
 mod incidents;
 mod policies;

@@ -16,6 +16,8 @@
 //! opening incidents (PostgreSQL's advisory locks, SQLite's in-memory
 //! group-commit batcher).
 
+pub(crate) mod accounts;
+pub(crate) mod policies;
 pub(crate) mod row;
 pub(crate) mod services;
 

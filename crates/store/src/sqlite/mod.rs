@@ -14,7 +14,6 @@
 //! may open it beside the server. That is what lets [`ingest`] answer the
 //! ingest path's questions from memory exactly.
 
-mod accounts;
 pub(crate) mod conn;
 mod incidents;
 mod ingest;
