@@ -94,11 +94,6 @@ impl StoreError {
         self.backend_kind() == Some(BackendErrorKind::Unique)
     }
 
-    /// A foreign-key constraint refused the write.
-    pub(crate) fn is_foreign_key_violation(&self) -> bool {
-        self.backend_kind() == Some(BackendErrorKind::ForeignKey)
-    }
-
     fn backend_kind(&self) -> Option<BackendErrorKind> {
         match self {
             StoreError::Backend(e) => Some(e.kind),

@@ -6,7 +6,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 /// A tenant.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Account {
     /// Public id.
     pub id: String,
@@ -19,7 +19,7 @@ pub struct Account {
 }
 
 /// A person who can sign in and be paged.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct User {
     /// Public id.
     pub id: String,
@@ -57,7 +57,7 @@ pub struct UserInput {
 }
 
 /// An API token's metadata (the secret itself is never stored).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ApiToken {
     /// Public id.
     pub id: String,
@@ -72,7 +72,7 @@ pub struct ApiToken {
 }
 
 /// Who is making a request, resolved from an API token.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Principal {
     /// The caller's account; every query is scoped by it.
     pub account_id: String,
@@ -87,7 +87,7 @@ pub struct Principal {
 }
 
 /// A service: something that breaks, with an integration key monitoring uses.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Service {
     /// Public id.
     pub id: String,
@@ -122,7 +122,7 @@ pub struct Service {
 /// What an integration key resolves to: just enough to authorise and
 /// route a monitoring system's request (no incident counts: this is on the
 /// hot path of every trigger).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct IntegrationTarget {
     /// The service.
     pub id: String,
@@ -148,7 +148,7 @@ pub struct ServiceInput {
 }
 
 /// An escalation policy.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     /// Public id.
     pub id: String,
@@ -165,7 +165,7 @@ pub struct Policy {
 }
 
 /// One step of a policy.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct PolicyRule {
     /// Public id.
     pub id: String,
@@ -197,7 +197,7 @@ pub struct RuleInput {
 }
 
 /// An incident, with the policy id of its current rule for `_links`.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Incident {
     /// Public id.
     pub id: String,
@@ -281,7 +281,7 @@ pub struct IncidentFilter {
 }
 
 /// An audit event.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Event {
     /// Public id.
     pub id: String,
@@ -373,7 +373,7 @@ pub struct FiredTimer {
 }
 
 /// A pending timer, as listed for an incident.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Timer {
     /// Public id.
     pub id: String,
@@ -388,7 +388,7 @@ pub struct Timer {
 }
 
 /// An on-call schedule.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Schedule {
     /// Public id.
     pub id: String,
@@ -416,7 +416,7 @@ pub struct RestrictionSpec {
 }
 
 /// One rotation layer of a schedule.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Layer {
     /// Public id.
     pub id: String,
@@ -456,7 +456,7 @@ pub struct LayerInput {
 }
 
 /// A temporary replacement covering every layer.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ScheduleOverride {
     /// Public id.
     pub id: String,

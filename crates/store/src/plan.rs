@@ -61,7 +61,7 @@ pub(crate) fn open_changeset(
 }
 
 /// The service and policy settings `load_policy_context` reads in one query.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub(crate) struct ServicePolicyRow {
     /// The service's account.
     pub account_id: String,
@@ -197,7 +197,7 @@ fn change(before: Option<&Incident>, d: Decision, pc: &PolicyContext, now: Milli
 }
 
 /// A due timer as the engine selects it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub(crate) struct DueTimer {
     /// Timer id.
     pub id: String,

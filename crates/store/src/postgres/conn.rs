@@ -28,10 +28,6 @@ fn prepare<'q>(text: &'q str, args: &[Arg<'q>]) -> sqlx::query::Query<'q, Postgr
 }
 
 impl<C: DerefMut<Target = PgConnection> + Send> Db for Pg<C> {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
-    }
-
     async fn execute(&mut self, q: Query<'_>) -> Result<u64> {
         let text = q.text(Dialect::Postgres);
         let done = prepare(&text, q.args()).execute(&mut *self.0).await?;

@@ -17,23 +17,17 @@
 //! Opening incidents serialises only triggers of the same problem, on an
 //! advisory lock (see `trigger.rs`).
 
-mod accounts;
 pub(crate) mod conn;
-mod policies;
 mod timers;
 mod trigger;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use klaxon_core::time::Millis;
-use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
-use crate::util::new_id;
-use crate::{sql, Actor, Result, Store, StoreError};
+use crate::{sql, Result, Store};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -119,10 +113,6 @@ impl PgWrite<'_> {
 }
 
 impl sql::Db for PgWrite<'_> {
-    fn dialect(&self) -> sql::Dialect {
-        sql::Dialect::Postgres
-    }
-
     fn execute(
         &mut self,
         q: sql::Query<'_>,
@@ -167,56 +157,8 @@ impl sql::Write for PgWrite<'_> {
     }
 }
 
-/// Maps a unique-constraint violation to `Taken(field)`.
-pub(crate) fn taken(field: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |err| match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Taken(field),
-        _ => StoreError::from(err),
-    }
-}
-
 /// Whether an error is a violation of the named unique constraint or index.
 pub(crate) fn violates(err: &sqlx::Error, constraint: &str) -> bool {
     matches!(err, sqlx::Error::Database(db)
         if db.is_unique_violation() && db.constraint() == Some(constraint))
-}
-
-/// Writes one audit event inside the caller's transaction.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn insert_event(
-    conn: &mut PgConnection,
-    account_id: &str,
-    action: &str,
-    source_type: &str,
-    source_id: &str,
-    actor: &Actor,
-    changeset: &Value,
-    now: Millis,
-) -> Result<()> {
-    let (actor_type, actor_id) = actor.parts();
-    sqlx::query(
-        "INSERT INTO events (id, account_id, action, source_type, source_id, actor_type, actor_id, changeset, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(new_id())
-    .bind(account_id)
-    .bind(action)
-    .bind(source_type)
-    .bind(source_id)
-    .bind(actor_type)
-    .bind(actor_id)
-    .bind(Json(changeset))
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// `Ok(())` when a statement touched a row, `NotFound` otherwise.
-pub(crate) fn found(rows: u64) -> Result<()> {
-    if rows == 0 {
-        Err(StoreError::NotFound)
-    } else {
-        Ok(())
-    }
 }

@@ -377,7 +377,9 @@ async fn read_decision(
     let mut rules = Vec::with_capacity(rows.len());
     for row in &rows {
         if row.try_get::<Option<String>, _>("id")?.is_some() {
-            rules.push(<PolicyRule as crate::sql::FromRow>::from_row(&PgRowRef(row))?);
+            rules.push(<PolicyRule as crate::sql::FromRow>::from_row(&PgRowRef(
+                row,
+            ))?);
         }
     }
     let mut schedules = std::collections::HashMap::new();

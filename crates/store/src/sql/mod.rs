@@ -16,7 +16,9 @@
 //! opening incidents (PostgreSQL's advisory locks, SQLite's in-memory
 //! group-commit batcher).
 
+pub(crate) mod accounts;
 pub(crate) mod incidents;
+pub(crate) mod policies;
 pub(crate) mod row;
 pub(crate) mod schedules;
 pub(crate) mod services;
@@ -241,9 +243,6 @@ fn render_cached(sql: &'static str) -> &'static str {
 /// the future (it never waits on another thread); PostgreSQL's awaits the
 /// server.
 pub(crate) trait Db: Send {
-    /// Which spelling statements run in.
-    fn dialect(&self) -> Dialect;
-
     /// Runs a statement; the number of rows it changed.
     fn execute(&mut self, q: Query<'_>) -> impl Future<Output = Result<u64>> + Send;
 

@@ -14,7 +14,7 @@ use super::row::from_row;
 use super::{insert_event, query, Backend, Change, Db, NewEvent, Query, Write};
 use crate::plan::{self, DueTimer, PolicyContext, ServicePolicyRow};
 use crate::util::{new_id, transition_changeset};
-use crate::{Actor, FiredTimer, Incident, PolicyRule, Result, Timer, TimerStore};
+use crate::{Actor, FiredTimer, Incident, Result, Timer, TimerStore};
 
 from_row!(Timer {
     id,
@@ -130,7 +130,7 @@ pub(crate) async fn load_policy_context(
             .bind(service_id),
         )
         .await?;
-    let rules = rules_of(db, &account_id, &policy_id).await?;
+    let rules = super::policies::rules_of(db, &account_id, &policy_id).await?;
     let mut schedules = std::collections::HashMap::new();
     for id in PolicyContext::schedule_ids(&rules) {
         // Overrides that ended a day before `now` cannot matter any more.
@@ -144,31 +144,6 @@ pub(crate) async fn load_policy_context(
         auto_resolve_timeout,
         schedules,
     })
-}
-
-from_row!(PolicyRule {
-    id,
-    policy_id,
-    position,
-    escalation_timeout,
-    assignment_type,
-    assignee_id,
-    created_at,
-    updated_at,
-});
-
-/// A policy's rules in order.
-async fn rules_of(db: &mut impl Db, account_id: &str, policy_id: &str) -> Result<Vec<PolicyRule>> {
-    db.fetch_all(
-        query(
-            r#"SELECT id, policy_id, position, escalation_timeout, assignment_type, assignee_id, created_at, updated_at
-               FROM policy_rules WHERE account_id = $1 AND policy_id = $2
-               ORDER BY position, id COLLATE "C""#,
-        )
-        .bind(account_id)
-        .bind(policy_id),
-    )
-    .await
 }
 
 /// Arming a kind that is pending already replaces it (one pending timer per

@@ -65,11 +65,6 @@ impl Conns {
         })
     }
 
-    /// Waits for the writer (without starting a transaction).
-    pub(super) async fn writer(&self) -> tokio::sync::MutexGuard<'_, Connection> {
-        self.writer.lock().await
-    }
-
     /// Waits for the writer and begins a write transaction, taking SQLite's
     /// write lock at once (`BEGIN IMMEDIATE`).
     pub(super) async fn begin(&self) -> Result<LiteTx<tokio::sync::MutexGuard<'_, Connection>>> {
@@ -175,10 +170,6 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg<'_>]) -> Result<()> {
 }
 
 impl<C: Deref<Target = Connection> + Send> Db for Lite<C> {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
-    }
-
     fn execute(&mut self, q: Query<'_>) -> impl std::future::Future<Output = Result<u64>> + Send {
         std::future::ready(self.run_execute(&q))
     }
@@ -247,8 +238,8 @@ impl Row for LiteRow<'_, '_> {
 /// A write transaction on the writer. Rolled back when dropped without
 /// [`LiteTx::commit`].
 pub(crate) struct LiteTx<C: DerefMut<Target = Connection>> {
-    db: Lite<C>,
-    open: bool,
+    /// `None` once committed.
+    db: Option<Lite<C>>,
 }
 
 impl<C: DerefMut<Target = Connection>> LiteTx<C> {
@@ -256,58 +247,53 @@ impl<C: DerefMut<Target = Connection>> LiteTx<C> {
     pub(super) fn begin(conn: C) -> Result<Self> {
         conn.prepare_cached("BEGIN IMMEDIATE")?.raw_execute()?;
         Ok(LiteTx {
-            db: Lite(conn),
-            open: true,
+            db: Some(Lite(conn)),
         })
     }
 
-    /// Commits (and, with `synchronous=FULL`, syncs the WAL).
-    pub(super) fn commit(mut self) -> Result<()> {
-        let done = self.db.0.prepare_cached("COMMIT")?.raw_execute();
-        if done.is_ok() {
-            self.open = false;
-        }
-        done.map(|_| ())?;
-        Ok(())
+    fn db(&self) -> &Lite<C> {
+        self.db
+            .as_ref()
+            .expect("a transaction is used only until it commits")
     }
 
-    /// The connection, for code that runs rusqlite directly (multi-row
-    /// batches).
-    pub(super) fn conn(&self) -> &Connection {
-        &self.db.0
+    /// Commits (and, with `synchronous=FULL`, syncs the WAL), and hands
+    /// back the connection: whoever holds it still holds the writer, until
+    /// they drop it.
+    pub(super) fn commit(mut self) -> Result<C> {
+        self.db().0.prepare_cached("COMMIT")?.raw_execute()?;
+        Ok(self.db.take().expect("committed once").0)
     }
 }
 
 impl<C: DerefMut<Target = Connection>> Drop for LiteTx<C> {
     fn drop(&mut self) {
-        if self.open && !self.db.0.is_autocommit() {
-            if let Err(err) = self.db.0.execute_batch("ROLLBACK") {
-                tracing::error!(error = %err, "rolling back a SQLite transaction failed");
+        if let Some(db) = &self.db {
+            if !db.0.is_autocommit() {
+                if let Err(err) = db.0.execute_batch("ROLLBACK") {
+                    tracing::error!(error = %err, "rolling back a SQLite transaction failed");
+                }
             }
         }
     }
 }
 
 impl<C: DerefMut<Target = Connection> + Send> Db for LiteTx<C> {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
-    }
-
     fn execute(&mut self, q: Query<'_>) -> impl std::future::Future<Output = Result<u64>> + Send {
-        std::future::ready(self.db.run_execute(&q))
+        std::future::ready(self.db().run_execute(&q))
     }
 
     fn fetch_all<T: FromRow + Send>(
         &mut self,
         q: Query<'_>,
     ) -> impl std::future::Future<Output = Result<Vec<T>>> + Send {
-        std::future::ready(self.db.run_fetch(&q, usize::MAX))
+        std::future::ready(self.db().run_fetch(&q, usize::MAX))
     }
 
     fn fetch_optional<T: FromRow + Send>(
         &mut self,
         q: Query<'_>,
     ) -> impl std::future::Future<Output = Result<Option<T>>> + Send {
-        std::future::ready(self.db.run_fetch(&q, 1).map(|mut v| v.pop()))
+        std::future::ready(self.db().run_fetch(&q, 1).map(|mut v| v.pop()))
     }
 }

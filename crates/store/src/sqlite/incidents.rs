@@ -185,9 +185,9 @@ async fn trigger_batch(
         insert_opened(&mut tx, &opened).await?;
     }
     {
-        // Memory moves in commit order (see `ingest`).
-        let _order = ingest.commit_order.lock().await;
-        tx.commit()?;
+        // Memory moves in commit order: applied before the writer is
+        // released (see `ingest`).
+        let _writer = tx.commit()?;
         let mut state = ingest.write();
         if state.loaded() {
             for o in &opened {

@@ -9,14 +9,13 @@
 //!
 //! - [`IngestState::load`] reads them once, holding the writer connection,
 //!   after migrations;
-//! - every write that changes them commits through
-//!   [`super::SqliteStore::commit_then`], which applies the change to memory
-//!   right after the commit and before the next commit can happen
-//!   (`commit_order`), so memory moves through the same states as the
-//!   database, in the same order.
+//! - every write that changes them records a `sql::Change`, applied to
+//!   memory right after its commit and before the writer is released, so
+//!   before the next commit can happen: memory moves through the same
+//!   states as the database, in the same order.
 //!
-//! Until it is loaded every question answers "not loaded" and callers read
-//! the database, as they would without it.
+//! Until it is loaded every question answers "don't know" and callers go
+//! to the database, as they would without it.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -27,12 +26,10 @@ use klaxon_core::time::Millis;
 use crate::sql::{query, Db};
 use crate::{IntegrationTarget, Result};
 
-/// The in-memory ingest facts and the lock that keeps them in commit order.
+/// The in-memory ingest facts.
 #[derive(Default)]
 pub(super) struct IngestState {
     inner: RwLock<Inner>,
-    /// Held from just before a commit until its change is applied here.
-    pub(super) commit_order: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -102,7 +99,7 @@ impl IngestState {
     }
 
     /// Reads every service and unresolved incident. The caller holds the
-    /// writer connection and `commit_order`, so no commit is in between.
+    /// writer, so no commit is in between.
     pub(super) async fn load(&self, db: &mut impl Db) -> Result<()> {
         let services: Vec<(String, String, String, String)> = db
             .fetch_all(query(
@@ -132,11 +129,6 @@ impl IngestState {
         }
         *self.write() = inner;
         Ok(())
-    }
-
-    /// Whether the facts are in memory yet.
-    pub(super) fn is_loaded(&self) -> bool {
-        self.read().loaded
     }
 
     /// The service an integration key opens; `None` when not loaded.

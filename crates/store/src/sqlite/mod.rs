@@ -1,89 +1,63 @@
 //! SQLite backend: the embedded default.
 //!
 //! One file in WAL mode with `synchronous=FULL`, so a commit is on disk
-//! before the API answers 2xx. All writes go through a single-connection
-//! pool: SQLite has one writer at a time anyway, and serialising writers in
-//! the process makes every write transaction run without `SQLITE_BUSY`
-//! retries, which is also what makes deduplication race-free here. Reads use
-//! a separate pool of read-only connections, which WAL lets run alongside
-//! the writer. Write transactions begin `IMMEDIATE`: they take SQLite's
-//! write lock at once instead of upgrading a read lock half-way.
+//! before the API answers 2xx. The store logic is the shared one
+//! (`crate::sql`), run through rusqlite on the connection the calling task
+//! holds ([`conn`]): one writer behind an async mutex, so writes never meet
+//! `SQLITE_BUSY` and deduplication cannot race, and a few read-only
+//! connections that WAL lets run beside it. Write transactions begin
+//! `IMMEDIATE`: they take SQLite's write lock at once instead of upgrading
+//! a read lock half-way.
 //!
 //! One process serves a database file (`klaxon serve` holds an exclusive
 //! lock on `<file>.lock`, see [`lock_for_serving`]); short admin commands
 //! may open it beside the server. That is what lets [`ingest`] answer the
 //! ingest path's questions from memory exactly.
 
-mod accounts;
 pub(crate) mod conn;
 mod incidents;
 mod ingest;
-mod policies;
 mod timers;
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use klaxon_core::time::Millis;
-use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::types::Json;
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::sqlite::SqliteConnectOptions;
 
-use crate::util::new_id;
-use crate::{sql, Actor, Result, Store, StoreError};
+use crate::{sql, Result, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The SQLite store.
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    /// Where the database is, for the migrator's own connection.
+    options: SqliteConnectOptions,
+    /// The writer and readers the store logic runs on.
+    conns: Arc<conn::Conns>,
     /// Wakes the engine when a commit arms a timer (one process per file,
     /// so an in-process signal reaches every engine there is).
-    timer_notify: std::sync::Arc<tokio::sync::Notify>,
+    timer_notify: Arc<tokio::sync::Notify>,
     /// Queue of the group-commit trigger batcher (`incidents.rs`).
     triggers: tokio::sync::mpsc::Sender<incidents::TriggerJob>,
     /// Integration keys, service states and open dedup keys in memory.
-    ingest: std::sync::Arc<ingest::IngestState>,
-    /// The writer and readers the shared store logic runs on.
-    conns: std::sync::Arc<conn::Conns>,
+    ingest: Arc<ingest::IngestState>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed, with its directory) the database file a
     /// `sqlite://path` URL names.
     pub async fn connect(url: &str) -> Result<Self> {
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        if let Some(dir) = opts.get_filename().parent() {
+        let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
+        let path = options.get_filename();
+        if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(StoreError::from)?;
             }
         }
-        // A local file's connection cannot go stale: no ping before each use
-        // (it would cost every transaction a round trip to the worker).
-        let writer = SqlitePoolOptions::new()
-            .test_before_acquire(false)
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.clone())
-            .await?;
-        let reader = SqlitePoolOptions::new()
-            .test_before_acquire(false)
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.clone().read_only(true))
-            .await?;
-        let timer_notify: std::sync::Arc<tokio::sync::Notify> = Default::default();
-        let ingest: std::sync::Arc<ingest::IngestState> = Default::default();
-        let conns = std::sync::Arc::new(conn::Conns::open(opts.get_filename())?);
+        let conns = Arc::new(conn::Conns::open(path)?);
+        let timer_notify: Arc<tokio::sync::Notify> = Default::default();
+        let ingest: Arc<ingest::IngestState> = Default::default();
         let (triggers, jobs) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(incidents::run_trigger_batcher(
             conns.clone(),
@@ -92,44 +66,13 @@ impl SqliteStore {
             ingest.clone(),
         ));
         Ok(SqliteStore {
-            writer,
-            reader,
+            options,
+            conns,
             timer_notify,
             triggers,
             ingest,
-            conns,
         })
     }
-
-    /// Begins a write transaction, taking the write lock at once.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
-    }
-
-    /// Commits, then records the change in the in-memory ingest state
-    /// before any later commit can (see [`ingest`]).
-    async fn commit_then(
-        &self,
-        tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-        record: impl FnOnce(&mut ingest::Inner),
-    ) -> Result<()> {
-        commit_then(&self.ingest, tx, record).await
-    }
-}
-
-/// [`SqliteStore::commit_then`] for tasks that hold the state, not the store.
-async fn commit_then(
-    ingest: &ingest::IngestState,
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    record: impl FnOnce(&mut ingest::Inner),
-) -> Result<()> {
-    let _order = ingest.commit_order.lock().await;
-    tx.commit().await?;
-    let mut inner = ingest.write();
-    if inner.loaded() {
-        record(&mut inner);
-    }
-    Ok(())
 }
 
 impl sql::Backend for SqliteStore {
@@ -163,10 +106,6 @@ pub(crate) struct SqliteWrite<'a> {
 }
 
 impl sql::Db for SqliteWrite<'_> {
-    fn dialect(&self) -> sql::Dialect {
-        sql::Dialect::Sqlite
-    }
-
     fn execute(
         &mut self,
         q: sql::Query<'_>,
@@ -196,19 +135,18 @@ impl sql::Write for SqliteWrite<'_> {
 
     async fn commit(self) -> Result<()> {
         let SqliteWrite { tx, store, changes } = self;
-        // Memory moves in commit order: the change is applied before any
-        // later commit (see `ingest`).
-        let _order = store.ingest.commit_order.lock().await;
-        tx.commit()?;
+        // Memory moves in commit order: the change is applied before the
+        // writer is released, so before any later commit (see `ingest`).
+        let _writer = tx.commit()?;
         let mut armed = false;
-        let mut inner = store.ingest.write();
+        let mut state = store.ingest.write();
         for change in changes {
             armed |= matches!(change, sql::Change::TimersArmed);
-            if inner.loaded() {
-                inner.apply(change);
+            if state.loaded() {
+                state.apply(change);
             }
         }
-        drop(inner);
+        drop(state);
         if armed {
             store.timer_notify.notify_one();
         }
@@ -263,71 +201,32 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        use sql::Db;
+        let _: (i64,) = self
+            .conns
+            .reader()
+            .await?
+            .fetch_one(sql::query("SELECT 1"))
+            .await?;
         Ok(())
     }
 
     async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.writer).await?;
+        // The migrator runs on its own short-lived connection.
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(self.options.clone())
+            .await?;
+        let migrated = MIGRATOR.run(&pool).await;
+        pool.close().await;
+        migrated?;
         // The schema is current: take the ingest facts into memory, holding
-        // the writer and the commit order so no commit falls in between.
-        let tx = self.conns.begin().await?;
-        let _order = self.ingest.commit_order.lock().await;
-        let mut tx = tx;
+        // the writer so that no commit falls in between.
+        let mut tx = self.conns.begin().await?;
         self.ingest.load(&mut tx).await
     }
 
     async fn close(&self) {
         self.conns.close();
-        self.reader.close().await;
-        self.writer.close().await;
-    }
-}
-
-/// Maps a unique-constraint violation to `Taken(field)`.
-pub(crate) fn taken(field: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |err| match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Taken(field),
-        _ => StoreError::from(err),
-    }
-}
-
-/// Writes one audit event inside the caller's transaction.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn insert_event(
-    conn: &mut SqliteConnection,
-    account_id: &str,
-    action: &str,
-    source_type: &str,
-    source_id: &str,
-    actor: &Actor,
-    changeset: &Value,
-    now: Millis,
-) -> Result<()> {
-    let (actor_type, actor_id) = actor.parts();
-    sqlx::query(
-        "INSERT INTO events (id, account_id, action, source_type, source_id, actor_type, actor_id, changeset, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(new_id())
-    .bind(account_id)
-    .bind(action)
-    .bind(source_type)
-    .bind(source_id)
-    .bind(actor_type)
-    .bind(actor_id)
-    .bind(Json(changeset))
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// `Ok(())` when a statement touched a row, `NotFound` otherwise.
-pub(crate) fn found(rows: u64) -> Result<()> {
-    if rows == 0 {
-        Err(StoreError::NotFound)
-    } else {
-        Ok(())
     }
 }
