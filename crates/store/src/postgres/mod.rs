@@ -112,28 +112,7 @@ impl PgWrite<'_> {
     }
 }
 
-impl sql::Db for PgWrite<'_> {
-    fn execute(
-        &mut self,
-        q: sql::Query<'_>,
-    ) -> impl std::future::Future<Output = Result<u64>> + Send {
-        self.tx.execute(q)
-    }
-
-    fn fetch_all<T: sql::FromRow + Send>(
-        &mut self,
-        q: sql::Query<'_>,
-    ) -> impl std::future::Future<Output = Result<Vec<T>>> + Send {
-        self.tx.fetch_all(q)
-    }
-
-    fn fetch_optional<T: sql::FromRow + Send>(
-        &mut self,
-        q: sql::Query<'_>,
-    ) -> impl std::future::Future<Output = Result<Option<T>>> + Send {
-        self.tx.fetch_optional(q)
-    }
-}
+sql::delegate_db!(PgWrite<'_>, tx);
 
 impl sql::Write for PgWrite<'_> {
     fn record(&mut self, change: sql::Change) {

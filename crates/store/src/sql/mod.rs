@@ -325,6 +325,35 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn write(&self) -> impl Future<Output = Result<Self::Write<'_>>> + Send;
 }
 
+/// Implements [`Db`] for a wrapper by handing every query to its field.
+macro_rules! delegate_db {
+    ($t:ty, $field:ident) => {
+        impl $crate::sql::Db for $t {
+            fn execute(
+                &mut self,
+                q: $crate::sql::Query<'_>,
+            ) -> impl std::future::Future<Output = $crate::Result<u64>> + Send {
+                self.$field.execute(q)
+            }
+
+            fn fetch_all<T: $crate::sql::FromRow + Send>(
+                &mut self,
+                q: $crate::sql::Query<'_>,
+            ) -> impl std::future::Future<Output = $crate::Result<Vec<T>>> + Send {
+                self.$field.fetch_all(q)
+            }
+
+            fn fetch_optional<T: $crate::sql::FromRow + Send>(
+                &mut self,
+                q: $crate::sql::Query<'_>,
+            ) -> impl std::future::Future<Output = $crate::Result<Option<T>>> + Send {
+                self.$field.fetch_optional(q)
+            }
+        }
+    };
+}
+pub(crate) use delegate_db;
+
 /// Maps a unique-constraint violation to `Taken(field)`.
 pub(crate) fn taken(field: &'static str) -> impl FnOnce(StoreError) -> StoreError {
     move |err| {

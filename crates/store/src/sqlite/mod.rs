@@ -105,28 +105,7 @@ pub(crate) struct SqliteWrite<'a> {
     changes: Vec<sql::Change>,
 }
 
-impl sql::Db for SqliteWrite<'_> {
-    fn execute(
-        &mut self,
-        q: sql::Query<'_>,
-    ) -> impl std::future::Future<Output = Result<u64>> + Send {
-        self.tx.execute(q)
-    }
-
-    fn fetch_all<T: sql::FromRow + Send>(
-        &mut self,
-        q: sql::Query<'_>,
-    ) -> impl std::future::Future<Output = Result<Vec<T>>> + Send {
-        self.tx.fetch_all(q)
-    }
-
-    fn fetch_optional<T: sql::FromRow + Send>(
-        &mut self,
-        q: sql::Query<'_>,
-    ) -> impl std::future::Future<Output = Result<Option<T>>> + Send {
-        self.tx.fetch_optional(q)
-    }
-}
+sql::delegate_db!(SqliteWrite<'_>, tx);
 
 impl sql::Write for SqliteWrite<'_> {
     fn record(&mut self, change: sql::Change) {
