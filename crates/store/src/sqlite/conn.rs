@@ -24,7 +24,8 @@ const READERS: usize = 4;
 /// Opens one connection to the database file with Klaxon's settings: WAL,
 /// `synchronous=FULL` (a commit is on disk before anyone is told),
 /// foreign keys on, a generous busy timeout for admin commands running
-/// beside the server, and room for every statement in the cache.
+/// beside the server, statement journals in memory, and room for every
+/// statement in the cache.
 pub(super) fn open(path: &Path, read_only: bool) -> Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -40,6 +41,15 @@ pub(super) fn open(path: &Path, read_only: bool) -> Result<Connection> {
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Statement journals (a multi-row INSERT's undo, should a constraint
+    // stop it half-way) in memory, not in a temporary file: they were an
+    // eighth of the writer's time under a trigger storm.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    if !read_only {
+        // Checkpoint every ~40 MB of WAL rather than every ~4 MB: pages that
+        // many commits dirty again are copied back to the database once.
+        conn.pragma_update(None, "wal_autocheckpoint", 10000)?;
+    }
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
