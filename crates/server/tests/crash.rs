@@ -48,7 +48,7 @@ async fn sigkill_mid_storm_keeps_every_answered_incident(backend: Backend) {
                     break;
                 };
                 let id = body["id"].as_str().expect("an id").to_owned();
-                answered.lock().unwrap().push((dedup_key, id));
+                answered.lock().expect("not poisoned").push((dedup_key, id));
             }
         }));
     }
@@ -58,7 +58,7 @@ async fn sigkill_mid_storm_keeps_every_answered_incident(backend: Backend) {
     for client in clients {
         client.await.expect("client task");
     }
-    let answered = std::mem::take(&mut *answered.lock().unwrap());
+    let answered = std::mem::take(&mut *answered.lock().expect("not poisoned"));
     assert!(
         answered.len() >= CLIENTS,
         "the storm got going ({} answered)",

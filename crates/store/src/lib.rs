@@ -116,6 +116,14 @@ impl StoreError {
         StoreError::backend(BackendErrorKind::Unavailable, "the store is closed")
     }
 
+    /// A migration that cannot be applied.
+    pub(crate) fn migrate(message: String) -> StoreError {
+        StoreError::Migrate(BackendError {
+            kind: BackendErrorKind::Other,
+            source: message.into(),
+        })
+    }
+
     /// A row that does not fit the type it is read into.
     pub(crate) fn decode(message: String) -> StoreError {
         StoreError::backend(BackendErrorKind::Other, message)

@@ -75,6 +75,11 @@ impl Conns {
         })
     }
 
+    /// Waits for the writer, without starting a transaction.
+    pub(super) async fn writer(&self) -> tokio::sync::MutexGuard<'_, Connection> {
+        self.writer.lock().await
+    }
+
     /// Waits for the writer and begins a write transaction, taking SQLite's
     /// write lock at once (`BEGIN IMMEDIATE`).
     pub(super) async fn begin(&self) -> Result<LiteTx<tokio::sync::MutexGuard<'_, Connection>>> {

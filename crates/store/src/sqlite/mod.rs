@@ -17,22 +17,18 @@
 pub(crate) mod conn;
 mod incidents;
 mod ingest;
+mod migrate;
 mod timers;
 
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::{sql, Result, Store, StoreError};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
 /// The SQLite store.
 pub struct SqliteStore {
-    /// Where the database is, for the migrator's own connection.
-    options: SqliteConnectOptions,
     /// The writer and readers the store logic runs on.
     conns: Arc<conn::Conns>,
     /// Wakes the engine when a commit arms a timer (one process per file,
@@ -48,14 +44,9 @@ impl SqliteStore {
     /// Opens (creating if needed, with its directory) the database file a
     /// `sqlite://path` URL names.
     pub async fn connect(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
-        let path = options.get_filename();
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(StoreError::from)?;
-            }
-        }
-        let conns = Arc::new(conn::Conns::open(path)?);
+        let path = database_path(url)?;
+        create_parent(&path)?;
+        let conns = Arc::new(conn::Conns::open(&path)?);
         let timer_notify: Arc<tokio::sync::Notify> = Default::default();
         let ingest: Arc<ingest::IngestState> = Default::default();
         let (triggers, jobs) = tokio::sync::mpsc::channel(1024);
@@ -66,7 +57,6 @@ impl SqliteStore {
             ingest.clone(),
         ));
         Ok(SqliteStore {
-            options,
             conns,
             timer_notify,
             triggers,
@@ -146,13 +136,8 @@ pub struct ServeLock {
 /// one-writer assumptions; admin commands (`migrate`, `bootstrap`) do not
 /// take it and work beside a running server.
 pub fn lock_for_serving(url: &str) -> Result<ServeLock> {
-    let opts = SqliteConnectOptions::from_str(url)?;
-    let db = opts.get_filename();
-    if let Some(dir) = db.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(StoreError::from)?;
-        }
-    }
+    let db = database_path(url)?;
+    create_parent(&db)?;
     let mut path = db.as_os_str().to_owned();
     path.push(".lock");
     let file = std::fs::OpenOptions::new()
@@ -191,14 +176,9 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<()> {
-        // The migrator runs on its own short-lived connection.
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(self.options.clone())
-            .await?;
-        let migrated = MIGRATOR.run(&pool).await;
-        pool.close().await;
-        migrated?;
+        let writer = self.conns.writer().await;
+        migrate::run(&writer)?;
+        drop(writer);
         // The schema is current: take the ingest facts into memory, holding
         // the writer so that no commit falls in between.
         let mut tx = self.conns.begin().await?;
@@ -207,5 +187,48 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.conns.close();
+    }
+}
+
+/// The file a `sqlite://path` (or `sqlite:path`) URL names; a query string
+/// (`?mode=rwc`) is ignored.
+fn database_path(url: &str) -> Result<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Err(StoreError::Invalid {
+            field: "database",
+            message: "must name a file, like sqlite://./klaxon-data/klaxon.db".into(),
+        });
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Creates the directory a database file is to live in.
+fn create_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(StoreError::from)
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_path;
+    use std::path::Path;
+
+    #[test]
+    fn database_urls() {
+        let path = |url| database_path(url).expect("a path");
+        assert_eq!(path("sqlite://./a/b.db"), Path::new("./a/b.db"));
+        assert_eq!(path("sqlite:///tmp/x.db"), Path::new("/tmp/x.db"));
+        assert_eq!(path("sqlite:x.db?mode=rwc"), Path::new("x.db"));
+        assert!(database_path("sqlite://").is_err());
+        assert!(database_path("sqlite::memory:").is_err());
     }
 }

@@ -308,14 +308,11 @@ macro_rules! contract_tests_with_db {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     let (store, dir) = crate::sqlite_store().await;
-                    let url = format!("sqlite://{}/klaxon.db", dir.path().display());
-                    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                        .max_connections(1)
-                        .connect(&url)
-                        .await
+                    let conn = rusqlite::Connection::open(dir.path().join("klaxon.db"))
                         .expect("raw sqlite connection");
+                    conn.busy_timeout(std::time::Duration::from_secs(10)).expect("busy timeout");
                     let keep = store.clone();
-                    super::$name(store, super::Db::Sqlite(pool)).await;
+                    super::$name(store, super::Db::Sqlite(std::sync::Mutex::new(conn))).await;
                     keep.close().await;
                 }
             )*
@@ -347,38 +344,41 @@ contract_tests_with_db!(
 
 /// A raw connection to the store's database.
 enum Db {
-    Sqlite(sqlx::SqlitePool),
+    Sqlite(std::sync::Mutex<rusqlite::Connection>),
     Postgres(sqlx::PgPool),
 }
 
 impl Db {
     /// Runs one statement.
-    async fn run(&self, sql: &str) -> std::result::Result<u64, sqlx::Error> {
-        Ok(match self {
-            Db::Sqlite(pool) => sqlx::query(sql).execute(pool).await?.rows_affected(),
-            Db::Postgres(pool) => sqlx::query(sql).execute(pool).await?.rows_affected(),
-        })
+    async fn run(&self, sql: &str) -> std::result::Result<u64, String> {
+        match self {
+            Db::Sqlite(conn) => conn
+                .lock()
+                .unwrap()
+                .execute(sql, [])
+                .map(|n| n as u64)
+                .map_err(|e| e.to_string()),
+            Db::Postgres(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(|e| e.to_string()),
+        }
     }
 
     /// Runs statements in one transaction with foreign-key checks off.
     async fn run_unchecked(&self, statements: &[String]) {
         match self {
-            Db::Sqlite(pool) => {
+            Db::Sqlite(conn) => {
                 // The pragma is a no-op inside a transaction: set it first.
-                let mut conn = pool.acquire().await.unwrap();
-                sqlx::query("PRAGMA foreign_keys = OFF")
-                    .execute(&mut *conn)
-                    .await
-                    .unwrap();
-                let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+                let mut conn = conn.lock().unwrap();
+                conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+                let tx = conn.transaction().unwrap();
                 for sql in statements {
-                    sqlx::query(sql).execute(&mut *tx).await.expect(sql);
+                    tx.execute(sql, []).expect(sql);
                 }
-                tx.commit().await.unwrap();
-                sqlx::query("PRAGMA foreign_keys = ON")
-                    .execute(&mut *conn)
-                    .await
-                    .unwrap();
+                tx.commit().unwrap();
+                conn.pragma_update(None, "foreign_keys", "ON").unwrap();
             }
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await.unwrap();
