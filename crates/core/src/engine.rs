@@ -3,8 +3,16 @@
 //!
 //! [`decide`] is a pure function of the incident's state, its policy, its
 //! service's timeouts and `now`. It returns the state-machine action to
-//! apply, the new assignment, and which durable timers to cancel and
-//! schedule. The store carries the decision out in one transaction.
+//! apply, the new assignment, which durable timers to cancel and
+//! schedule, and who is to be told: [`Page`]s for whoever the incident is
+//! (again) assigned to, and a [`StatusUpdate`] for those already paged. The
+//! store carries the decision out in one transaction.
+//!
+//! `decide` knows rule positions, not users, so a page names its recipient
+//! as a role ([`Recipient`]) that the store resolves to a user id along
+//! with the assignment. A repeated trigger of an open incident never
+//! reaches `decide` (deduplication answers it), and an action that changes
+//! nothing decides `None`: neither pages anyone.
 
 use crate::escalation::{self, Step};
 use crate::incident::{apply, IncidentAction, IncidentState, Transition, TransitionError};
@@ -77,6 +85,73 @@ pub struct Context<'a> {
     pub now: Millis,
 }
 
+/// Why someone is paged about an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PageReason {
+    /// The incident opened and was assigned.
+    Assigned,
+    /// A timer or a person moved the incident to the next rule.
+    Escalated,
+    /// The incident went from acknowledged back to triggered (the
+    /// acknowledge timeout, or someone triggering it again): paging starts
+    /// again for its current assignee.
+    Retriggered,
+}
+
+impl PageReason {
+    /// The reason's name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PageReason::Assigned => "assigned",
+            PageReason::Escalated => "escalated",
+            PageReason::Retriggered => "retriggered",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            PageReason::Assigned,
+            PageReason::Escalated,
+            PageReason::Retriggered,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// Whom a [`Page`] is for, in the terms [`decide`] knows. The store
+/// resolves it to a user id; a rule or incident with nobody assigned (a
+/// schedule with a gap, a deleted rule) resolves to nobody, and nobody is
+/// paged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Recipient {
+    /// Whoever the rule at [`Decision::step`] assigns at `now`: its user, or
+    /// its schedule's on-call user.
+    NewAssignee,
+    /// The incident's assignee as it stands; the decision does not change it.
+    CurrentAssignee,
+}
+
+/// Someone to page about the incident, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Page {
+    /// Why they are paged.
+    pub reason: PageReason,
+    /// Who they are.
+    pub to: Recipient,
+}
+
+/// A short update about the incident for the users already paged about it,
+/// except whoever acted (see [`crate::notify::status_update_recipients`]).
+/// Planned for acknowledge, escalate and resolve, whether a person or a
+/// timer acted (a timer has no actor, so everyone paged is told).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StatusUpdate {
+    /// What happened.
+    pub action: IncidentAction,
+}
+
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -90,6 +165,10 @@ pub struct Decision {
     pub cancel: Vec<TimerKind>,
     /// Timers to create.
     pub schedule: Vec<(TimerKind, Millis)>,
+    /// Who is to be paged, at `now`, because of this decision.
+    pub pages: Vec<Page>,
+    /// The update for those already paged, if this decision warrants one.
+    pub status_update: Option<StatusUpdate>,
 }
 
 /// Decides what `cause` does to an incident.
@@ -111,6 +190,8 @@ pub fn decide(cause: Cause, ctx: &Context<'_>) -> Result<Option<Decision>, Trans
                 step,
                 cancel: Vec::new(),
                 schedule,
+                pages: page(PageReason::Assigned, Recipient::NewAssignee, step.is_some()),
+                status_update: None,
             }))
         }
         Cause::Act(action) => act(action, ctx, false),
@@ -150,6 +231,8 @@ fn act(
                 .map(|t| (TimerKind::AcknowledgeTimeout, ctx.now.saturating_add(t)))
                 .into_iter()
                 .collect(),
+            pages: Vec::new(),
+            status_update: Some(StatusUpdate { action }),
         },
         IncidentAction::Trigger => {
             // Paging starts again for the current rule.
@@ -163,6 +246,8 @@ fn act(
                 step: None,
                 cancel: vec![TimerKind::Escalate, TimerKind::AcknowledgeTimeout],
                 schedule: escalation_timer(ctx, current),
+                pages: page(PageReason::Retriggered, Recipient::CurrentAssignee, true),
+                status_update: None,
             }
         }
         IncidentAction::Escalate => {
@@ -182,6 +267,12 @@ fn act(
                 step: next,
                 cancel: vec![TimerKind::Escalate, TimerKind::AcknowledgeTimeout],
                 schedule: escalation_timer(ctx, next),
+                pages: page(
+                    PageReason::Escalated,
+                    Recipient::NewAssignee,
+                    next.is_some(),
+                ),
+                status_update: Some(StatusUpdate { action }),
             }
         }
         IncidentAction::Resolve => Decision {
@@ -190,6 +281,8 @@ fn act(
             step: None,
             cancel: TimerKind::ALL.to_vec(),
             schedule: Vec::new(),
+            pages: Vec::new(),
+            status_update: Some(StatusUpdate { action }),
         },
     };
     Ok(Some(decision))
@@ -251,6 +344,15 @@ pub fn retry_delay(attempts: u32) -> Millis {
     RETRY_BASE_MS
         .saturating_mul(1_i64 << doublings)
         .min(RETRY_CAP_MS)
+}
+
+/// One page, or none when there is nobody it could be for.
+fn page(reason: PageReason, to: Recipient, someone: bool) -> Vec<Page> {
+    if someone {
+        vec![Page { reason, to }]
+    } else {
+        Vec::new()
+    }
 }
 
 /// The escalation timer for an incident now at `step`: due after that
@@ -443,6 +545,122 @@ mod tests {
         for k in TimerKind::ALL {
             assert_eq!(TimerKind::parse(k.as_str()), Some(k));
         }
+        for r in [
+            PageReason::Assigned,
+            PageReason::Escalated,
+            PageReason::Retriggered,
+        ] {
+            assert_eq!(PageReason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(PageReason::parse("Assigned"), None);
+    }
+
+    fn pages_of(cause: Cause, c: &Context<'_>) -> (Vec<Page>, Option<IncidentAction>) {
+        let d = decide(cause, c).expect("ok").expect("decision");
+        (d.pages, d.status_update.map(|u| u.action))
+    }
+
+    #[test]
+    fn who_is_told_about_each_change() {
+        use IncidentAction as A;
+        use IncidentState as S;
+        let new = |reason| {
+            vec![Page {
+                reason,
+                to: Recipient::NewAssignee,
+            }]
+        };
+        let table = [
+            (Cause::Open, S::Triggered, (new(PageReason::Assigned), None)),
+            (
+                Cause::Timer(TimerKind::Escalate),
+                S::Triggered,
+                (new(PageReason::Escalated), Some(A::Escalate)),
+            ),
+            (
+                Cause::Act(A::Escalate),
+                S::Acknowledged,
+                (new(PageReason::Escalated), Some(A::Escalate)),
+            ),
+            (
+                Cause::Timer(TimerKind::AcknowledgeTimeout),
+                S::Acknowledged,
+                (
+                    vec![Page {
+                        reason: PageReason::Retriggered,
+                        to: Recipient::CurrentAssignee,
+                    }],
+                    None,
+                ),
+            ),
+            (
+                Cause::Act(A::Acknowledge),
+                S::Triggered,
+                (vec![], Some(A::Acknowledge)),
+            ),
+            (
+                Cause::Act(A::Resolve),
+                S::Acknowledged,
+                (vec![], Some(A::Resolve)),
+            ),
+            (
+                Cause::Timer(TimerKind::AutoResolve),
+                S::Triggered,
+                (vec![], Some(A::Resolve)),
+            ),
+        ];
+        for (cause, state, want) in table {
+            assert_eq!(
+                pages_of(cause, &ctx(state, Some(0), 1, 0)),
+                want,
+                "{cause:?} {state:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn nobody_to_page_without_rules() {
+        let none = Context {
+            rule_timeouts: &[],
+            ..ctx(IncidentState::Triggered, None, 1, 0)
+        };
+        assert_eq!(pages_of(Cause::Open, &none), (vec![], None));
+        // A manual escalation of an empty policy still tells those paged.
+        assert_eq!(
+            pages_of(Cause::Act(IncidentAction::Escalate), &none),
+            (vec![], Some(IncidentAction::Escalate))
+        );
+    }
+
+    /// Repeating the current state (what a repeated request, or a repeated
+    /// trigger of an open incident that deduplication did not catch, asks)
+    /// and stale timers decide nothing, so they page nobody.
+    #[test]
+    fn no_op_causes_plan_no_pages() {
+        use IncidentAction as A;
+        use IncidentState as S;
+        for (cause, state) in [
+            (Cause::Act(A::Trigger), S::Triggered),
+            (Cause::Act(A::Acknowledge), S::Acknowledged),
+            (Cause::Act(A::Resolve), S::Resolved),
+            (Cause::Timer(TimerKind::Escalate), S::Acknowledged),
+            (Cause::Timer(TimerKind::AcknowledgeTimeout), S::Triggered),
+            (Cause::Timer(TimerKind::AutoResolve), S::Resolved),
+        ] {
+            assert_eq!(
+                decide(cause, &ctx(state, Some(0), 1, 0)),
+                Ok(None),
+                "{cause:?} {state:?}"
+            );
+        }
+        // The end of the walk: a stray escalation timer pages nobody.
+        assert_eq!(
+            decide(
+                Cause::Timer(TimerKind::Escalate),
+                &ctx(S::Triggered, Some(1), 2, 0)
+            ),
+            Ok(None)
+        );
     }
 
     /// A tiny simulator: applies decisions to an incident and its timers.
@@ -519,7 +737,23 @@ mod tests {
             for (n, a) in actions.into_iter().enumerate() {
                 let action = [IncidentAction::Acknowledge, IncidentAction::Trigger, IncidentAction::Escalate, IncidentAction::Resolve][a as usize];
                 match decide(Cause::Act(action), &sim.ctx(&timeouts, 3, n as Millis)) {
-                    Ok(Some(d)) => sim.apply(d),
+                    Ok(Some(d)) => {
+                        // A page comes only with a new or restarted
+                        // assignment; an update only with a move to report.
+                        let reasons: Vec<PageReason> = d.pages.iter().map(|p| p.reason).collect();
+                        let (pages, update): (&[PageReason], _) = match action {
+                            IncidentAction::Acknowledge => (&[], true),
+                            IncidentAction::Resolve => (&[], true),
+                            IncidentAction::Escalate => (&[PageReason::Escalated], true),
+                            IncidentAction::Trigger => (&[PageReason::Retriggered], false),
+                        };
+                        prop_assert_eq!(&reasons[..], pages);
+                        prop_assert_eq!(d.status_update.is_some(), update);
+                        if let Some(u) = d.status_update {
+                            prop_assert_eq!(u.action, action);
+                        }
+                        sim.apply(d)
+                    }
                     Ok(None) => {}
                     Err(_) => prop_assert_eq!(sim.state, IncidentState::Resolved),
                 }

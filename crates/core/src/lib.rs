@@ -9,6 +9,7 @@ pub mod engine;
 pub mod escalation;
 pub mod id;
 pub mod incident;
+pub mod notify;
 pub mod role;
 pub mod schedule;
 pub mod time;

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use klaxon_core::engine::{decide, Cause, Context, Decision};
+use klaxon_core::engine::{decide, Cause, Context, Decision, PageReason, StatusUpdate};
 use klaxon_core::escalation::Step;
 use klaxon_core::incident::{IncidentAction, IncidentState, TransitionError};
 use klaxon_core::time::{Millis, MINUTE_MS};
@@ -96,6 +96,13 @@ pub(crate) struct Change {
     pub cancel: Vec<&'static str>,
     /// Timers to insert: (kind, due).
     pub schedule: Vec<(&'static str, Millis)>,
+    /// Users to page at `now` and why: the decision's pages resolved to
+    /// the new `current_user_id` (nobody assigned, nobody paged).
+    #[cfg_attr(not(test), expect(dead_code, reason = "nothing sends pages yet"))]
+    pub pages: Vec<(PageReason, String)>,
+    /// The update for the users already paged about the incident.
+    #[cfg_attr(not(test), expect(dead_code, reason = "nothing sends updates yet"))]
+    pub status_update: Option<StatusUpdate>,
 }
 
 impl PolicyContext {
@@ -179,6 +186,13 @@ fn change(before: Option<&Incident>, d: Decision, pc: &PolicyContext, now: Milli
         IncidentState::Acknowledged => (Some(now), None),
         IncidentState::Resolved => (before.and_then(|b| b.acknowledged_at), Some(now)),
     };
+    // Both recipients name the assignee after the change: the new one the
+    // step assigned, or the current one the decision left in place.
+    let pages = d
+        .pages
+        .iter()
+        .filter_map(|p| Some((p.reason, user.clone()?)))
+        .collect();
     Change {
         action: d.action,
         state: d.to,
@@ -193,6 +207,8 @@ fn change(before: Option<&Incident>, d: Decision, pc: &PolicyContext, now: Milli
             .iter()
             .map(|(k, due)| (k.as_str(), *due))
             .collect(),
+        pages,
+        status_update: d.status_update,
     }
 }
 
@@ -444,6 +460,7 @@ pub(crate) fn plan_batch(due: &[DueTimer], input: BatchInput, now: Millis) -> Ba
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use klaxon_core::engine::TimerKind;
 
     const NOW: Millis = 1_700_000_000_000;
 
@@ -540,6 +557,56 @@ mod tests {
         assert_eq!(
             failed,
             [("t2", 1, 1_000), ("t3", 4, 8_000), ("t4", 10, 512_000)]
+        );
+    }
+
+    #[test]
+    fn pages_resolve_to_the_assignee_after_the_change() {
+        let pc = context();
+        let opened = plan(None, Cause::Open, &pc, NOW).unwrap().unwrap();
+        assert_eq!(opened.pages, [(PageReason::Assigned, "u1".to_owned())]);
+        assert_eq!(opened.status_update, None);
+        let before = incident("i", "good", "triggered");
+        let escalated = plan(Some(&before), Cause::Timer(TimerKind::Escalate), &pc, NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(escalated.pages, [(PageReason::Escalated, "u2".to_owned())]);
+        assert_eq!(
+            escalated.status_update.map(|u| u.action),
+            Some(IncidentAction::Escalate)
+        );
+        let acked = incident("i", "good", "acknowledged");
+        let retriggered = plan(
+            Some(&acked),
+            Cause::Timer(TimerKind::AcknowledgeTimeout),
+            &pc,
+            NOW,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            retriggered.pages,
+            [(PageReason::Retriggered, "u1".to_owned())]
+        );
+        // Nobody assigned: nobody paged.
+        let unassigned = Incident {
+            current_user_id: None,
+            ..acked
+        };
+        let change = plan(
+            Some(&unassigned),
+            Cause::Timer(TimerKind::AcknowledgeTimeout),
+            &pc,
+            NOW,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(change.pages.is_empty());
+        // A repeated action changes nothing and pages nobody.
+        assert!(
+            plan(Some(&before), Cause::Act(IncidentAction::Trigger), &pc, NOW)
+                .unwrap()
+                .is_none()
         );
     }
 }
