@@ -218,7 +218,7 @@ impl StartDelay {
     }
 
     /// The message for a delay out of range.
-    pub const OUT_OF_RANGE: &'static str = "must be between 0 and 10080 minutes";
+    pub const OUT_OF_RANGE: &'static str = "must be between 0 and 10080";
 }
 
 #[cfg(test)]
