@@ -5,6 +5,7 @@
 //! return new state plus the effects to carry out, so the on-call logic can
 //! be tested exhaustively in microseconds.
 
+pub mod contact;
 pub mod engine;
 pub mod escalation;
 pub mod id;

@@ -39,7 +39,8 @@ pub struct AppState {
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
     use http::{
-        events, health, incidents, integration, policies, schedules, services, sessions, users,
+        contacts, events, health, incidents, integration, policies, schedules, services, sessions,
+        users,
     };
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -64,6 +65,28 @@ pub fn router(state: AppState) -> Router {
                 .delete(users::delete_user),
         )
         .route("/users/{id}/events", get(events::list_user_events))
+        .route(
+            "/users/{id}/contacts",
+            get(contacts::list_contacts).post(contacts::create_contact),
+        )
+        .route(
+            "/users/{id}/contacts/{contact_id}",
+            get(contacts::show_contact)
+                .put(contacts::update_contact)
+                .patch(contacts::update_contact)
+                .delete(contacts::delete_contact),
+        )
+        .route(
+            "/users/{id}/notification_rules",
+            get(contacts::list_notification_rules).post(contacts::create_notification_rule),
+        )
+        .route(
+            "/users/{id}/notification_rules/{rule_id}",
+            get(contacts::show_notification_rule)
+                .put(contacts::update_notification_rule)
+                .patch(contacts::update_notification_rule)
+                .delete(contacts::delete_notification_rule),
+        )
         .route(
             "/policies",
             get(policies::list_policies).post(policies::create_policy),

@@ -1,6 +1,7 @@
 //! A 2xx means committed: killing the server (SIGKILL) in the middle of a
 //! trigger storm loses no incident it answered 201 for, and after the
 //! restart every one of them still deduplicates its key.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -123,6 +123,10 @@ const FIELDS: &[&str] = &[
     "end_at",
     "users",
     "restrictions",
+    "label",
+    "address",
+    "contact_id",
+    "start_delay",
     "days",
     "start",
     "end",
@@ -263,6 +267,18 @@ async fn random_requests_never_get_a_5xx(url: &str) {
     )
     .await;
     let iid = inc["id"].as_str().unwrap().to_owned();
+    let (_, _, contact) = call(
+        &app,
+        Method::POST,
+        &format!("/users/{user}/contacts"),
+        &token,
+        Some("application/json"),
+        json!({"type": "sms", "address": "+15551234567"})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    let cid = contact["id"].as_str().unwrap().to_owned();
 
     let ids = [
         sid.as_str(),
@@ -270,6 +286,7 @@ async fn random_requests_never_get_a_5xx(url: &str) {
         user.as_str(),
         sch.as_str(),
         iid.as_str(),
+        cid.as_str(),
         "AAAAAAAA",
         "short",
         "%FF%FE",
@@ -302,6 +319,13 @@ async fn random_requests_never_get_a_5xx(url: &str) {
         ("/policies/{}/rules/{}", &[M::GET, M::PUT]),
         ("/users", &[M::GET, M::POST]),
         ("/users/{}", &[M::GET, M::PUT]),
+        ("/users/{}/contacts", &[M::GET, M::POST]),
+        ("/users/{}/contacts/{}", &[M::GET, M::PUT, M::DELETE]),
+        ("/users/{}/notification_rules", &[M::GET, M::POST]),
+        (
+            "/users/{}/notification_rules/{}",
+            &[M::GET, M::PUT, M::DELETE],
+        ),
         ("/tokens", &[M::GET, M::POST]),
         ("/me", &[M::GET]),
         ("/events", &[M::GET]),

@@ -576,6 +576,92 @@ pub trait ScheduleStore: Send + Sync {
         -> Result<ScheduleData>;
 }
 
+/// Users' contacts and notification rules. Every method names the account
+/// and the user: a user of another account, or a contact or rule of
+/// another user, is `NotFound`.
+#[async_trait]
+pub trait ContactStore: Send + Sync {
+    /// A user's contacts, oldest first.
+    async fn list_contacts(&self, account_id: &str, user_id: &str) -> Result<Vec<Contact>>;
+    /// One of a user's contacts.
+    async fn get_contact(&self, account_id: &str, user_id: &str, id: &str) -> Result<Contact>;
+    /// Adds a contact to a user.
+    async fn create_contact(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        input: &ContactInput,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Contact>;
+    /// Replaces a contact's type, label and address; `changes` is the
+    /// audit changeset.
+    #[allow(clippy::too_many_arguments)]
+    async fn update_contact(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        id: &str,
+        input: &ContactInput,
+        changes: &Value,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Contact>;
+    /// Removes a contact and the notification rules that use it (each
+    /// rule's removal is an audit event of its own).
+    async fn delete_contact(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()>;
+    /// A user's notification rules, by start delay.
+    async fn list_notification_rules(
+        &self,
+        account_id: &str,
+        user_id: &str,
+    ) -> Result<Vec<NotificationRule>>;
+    /// One of a user's notification rules.
+    async fn get_notification_rule(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        id: &str,
+    ) -> Result<NotificationRule>;
+    /// Adds a notification rule; its contact must be the same user's.
+    async fn create_notification_rule(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        input: &NotificationRuleInput,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<NotificationRule>;
+    /// Replaces a rule's contact and delay.
+    #[allow(clippy::too_many_arguments)]
+    async fn update_notification_rule(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        id: &str,
+        input: &NotificationRuleInput,
+        changes: &Value,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<NotificationRule>;
+    /// Removes a notification rule.
+    async fn delete_notification_rule(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()>;
+}
+
 /// Durable timers: escalation, acknowledge timeouts, auto-resolve.
 ///
 /// Timers are rows written in the same transaction as the change that
@@ -599,7 +685,13 @@ pub trait TimerStore: Send + Sync {
 /// The whole store.
 #[async_trait]
 pub trait Store:
-    AccountStore + PolicyStore + ServiceStore + IncidentStore + ScheduleStore + TimerStore
+    AccountStore
+    + PolicyStore
+    + ServiceStore
+    + IncidentStore
+    + ScheduleStore
+    + ContactStore
+    + TimerStore
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

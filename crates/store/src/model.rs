@@ -196,6 +196,67 @@ pub struct RuleInput {
     pub assignee_id: String,
 }
 
+/// A place a user can be paged: an email address, a phone number (SMS or
+/// voice) or a URL (webhook, Slack, ntfy).
+#[derive(Debug, Clone)]
+pub struct Contact {
+    /// Public id.
+    pub id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// The user it belongs to.
+    pub user_id: String,
+    /// `email`, `sms`, `phone`, `webhook`, `slack` or `ntfy` (column `type`).
+    pub kind: String,
+    /// The user's name for it ("mobile").
+    pub label: String,
+    /// Normalised for its type (see `klaxon_core::contact`).
+    pub address: String,
+    /// Creation instant.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// Values for a new or changed contact. The address has been checked
+/// against the type; nothing else can be built.
+#[derive(Debug, Clone)]
+pub struct ContactInput {
+    /// Label.
+    pub label: String,
+    /// Type and normalised address.
+    pub address: klaxon_core::contact::ContactAddress,
+}
+
+/// When to use which of a user's contacts once they are assigned an
+/// incident.
+#[derive(Debug, Clone)]
+pub struct NotificationRule {
+    /// Public id.
+    pub id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// The user it belongs to.
+    pub user_id: String,
+    /// One of the same user's contacts.
+    pub contact_id: String,
+    /// Minutes after the assignment.
+    pub start_delay: i64,
+    /// Creation instant.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// Values for a new or changed notification rule.
+#[derive(Debug, Clone)]
+pub struct NotificationRuleInput {
+    /// One of the same user's contacts (else `Invalid { field: "contact_id" }`).
+    pub contact_id: String,
+    /// Minutes after the assignment.
+    pub start_delay: klaxon_core::contact::StartDelay,
+}
+
 /// An incident, with the policy id of its current rule for `_links`.
 #[derive(Debug, Clone)]
 pub struct Incident {

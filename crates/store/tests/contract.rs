@@ -14,6 +14,8 @@ mod accounts;
 mod acting;
 #[path = "contract/concurrency.rs"]
 mod concurrency;
+#[path = "contract/contacts.rs"]
+mod contacts;
 #[path = "contract/listing.rs"]
 mod listing;
 #[path = "contract/policies.rs"]
@@ -119,6 +121,12 @@ contract_tests!(
     schedules::escalation_pages_whoever_is_on_call_then,
     schedules::concurrent_layer_appends,
     schedules::concurrent_user_deletion_and_rotation,
+    contacts::contact_crud,
+    contacts::notification_rule_crud,
+    contacts::deleting_a_contact_deletes_its_rules,
+    contacts::rule_contact_must_be_the_users,
+    contacts::contacts_tenant_isolation,
+    contacts::concurrent_rule_and_contact_deletion,
 );
 
 // ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 //! extractors and JSON views.
 
 pub mod auth;
+pub mod contacts;
 pub mod error;
 pub mod events;
 pub mod health;

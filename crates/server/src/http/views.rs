@@ -3,7 +3,9 @@
 //! absent is left out.
 
 use klaxon_core::time::format_ts;
-use klaxon_store::{ApiToken, Event, Incident, Policy, PolicyRule, Service, User};
+use klaxon_store::{
+    ApiToken, Contact, Event, Incident, NotificationRule, Policy, PolicyRule, Service, User,
+};
 use serde_json::{json, Map, Value};
 
 fn href(path: String) -> Value {
@@ -64,6 +66,40 @@ pub fn user(u: &User) -> Value {
         "_links": {
             "self": href(format!("/users/{}", u.id)),
             "events": href(format!("/users/{}/events", u.id)),
+            "contacts": href(format!("/users/{}/contacts", u.id)),
+            "notification_rules": href(format!("/users/{}/notification_rules", u.id)),
+        },
+    })
+}
+
+/// One of a user's contacts.
+pub fn contact(c: &Contact) -> Value {
+    json!({
+        "id": c.id,
+        "type": c.kind,
+        "label": c.label,
+        "address": c.address,
+        "created_at": format_ts(c.created_at),
+        "updated_at": format_ts(c.updated_at),
+        "_links": {
+            "self": href(format!("/users/{}/contacts/{}", c.user_id, c.id)),
+            "user": href(format!("/users/{}", c.user_id)),
+        },
+    })
+}
+
+/// One of a user's notification rules.
+pub fn notification_rule(r: &NotificationRule) -> Value {
+    json!({
+        "id": r.id,
+        "contact_id": r.contact_id,
+        "start_delay": r.start_delay,
+        "created_at": format_ts(r.created_at),
+        "updated_at": format_ts(r.updated_at),
+        "_links": {
+            "self": href(format!("/users/{}/notification_rules/{}", r.user_id, r.id)),
+            "user": href(format!("/users/{}", r.user_id)),
+            "contact": href(format!("/users/{}/contacts/{}", r.user_id, r.contact_id)),
         },
     })
 }
