@@ -39,8 +39,8 @@ pub struct AppState {
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
     use http::{
-        contacts, events, health, incidents, integration, policies, schedules, services, sessions,
-        users,
+        contacts, events, health, incidents, integration, notifications, policies, schedules,
+        services, sessions, users,
     };
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -65,6 +65,10 @@ pub fn router(state: AppState) -> Router {
                 .delete(users::delete_user),
         )
         .route("/users/{id}/events", get(events::list_user_events))
+        .route(
+            "/users/{id}/notifications",
+            get(notifications::list_user_notifications),
+        )
         .route(
             "/users/{id}/contacts",
             get(contacts::list_contacts).post(contacts::create_contact),
@@ -189,6 +193,10 @@ pub fn router(state: AppState) -> Router {
             put(incidents::escalate_incident),
         )
         .route("/incidents/{id}/events", get(events::list_incident_events))
+        .route(
+            "/incidents/{id}/notifications",
+            get(notifications::list_incident_notifications),
+        )
         .route("/events", get(events::list_events))
         .route(
             "/trigger",

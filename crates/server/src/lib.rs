@@ -5,4 +5,5 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod notify;
 pub mod password;

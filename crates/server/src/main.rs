@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand};
 use klaxon_server::app::{self, AppState};
 use klaxon_server::clock::Clock;
 use klaxon_server::config::{self, Config, ConfigArgs};
-use klaxon_server::engine;
 use klaxon_server::http::sessions;
+use klaxon_server::{engine, notify};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -149,18 +149,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let clock = Clock::new(config.clock_speed, config.clock_origin_ms);
     let (stop_engine, engine_stop) = tokio::sync::watch::channel(false);
-    let engine = tokio::spawn(engine::run(store.clone(), clock.clone(), engine_stop));
+    let engine = tokio::spawn(engine::run(
+        store.clone(),
+        clock.clone(),
+        engine_stop.clone(),
+    ));
+    // No provider is configured yet: every message goes to the dev outbox.
+    let sender = tokio::spawn(notify::run(
+        store.clone(),
+        clock.clone(),
+        Arc::new(notify::DevNotifier),
+        engine_stop,
+    ));
     let state = AppState {
         store,
         clock,
         config: Arc::new(config),
     };
-    // Stop the engine first so that no timer starts firing while the
-    // store closes; an in-flight batch finishes its transaction.
+    // Stop the engine and the sender first so that no timer starts firing
+    // and no message starts sending while the store closes; an in-flight
+    // batch finishes its transaction, a send in flight records its outcome.
     let shutdown = async move {
         shutdown_signal().await;
         let _ = stop_engine.send(true);
         let _ = engine.await;
+        let _ = sender.await;
     };
     app::serve(listener, state, shutdown).await?;
     tracing::info!("klaxon stopped");

@@ -17,7 +17,7 @@ use klaxon_core::time::{format_ts, parse_ts, Millis, MINUTE_MS};
 use klaxon_server::app::{router, AppState};
 use klaxon_server::clock::Clock;
 use klaxon_server::config::ConfigArgs;
-use klaxon_server::engine;
+use klaxon_server::{engine, notify};
 use klaxon_store::{FiredTimer, Store};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -625,6 +625,100 @@ async fn one_run_fires_every_due_batch(backend: Backend) {
     assert_eq!(t.tick().await, NOTHING);
 }
 
+/// Pages follow the escalation walk on the clock: the first assignee at
+/// the trigger, the second when the timer fires (and the first's delayed
+/// message is cancelled with the reassignment), each sent once.
+async fn escalation_pages_the_next_assignee_and_stops_the_previous(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let team = app.team().await;
+    let svc = app
+        .service(
+            &team,
+            "Pages",
+            &[(&team.u1, 10), (&team.u2, 10)],
+            1,
+            json!({}),
+        )
+        .await;
+    // One: an SMS at once and an email 15 minutes later.
+    let sms = app
+        .post(
+            &format!("/users/{}/contacts", team.u1),
+            &team.token,
+            json!({"type": "sms", "address": "+15550000001"}),
+        )
+        .await;
+    let email = app
+        .post(
+            &format!("/users/{}/contacts", team.u1),
+            &team.token,
+            json!({"type": "email", "address": "one-pager@alpha.example.com"}),
+        )
+        .await;
+    for (contact, delay) in [(&sms, 0), (&email, 15)] {
+        app.post(
+            &format!("/users/{}/notification_rules", team.u1),
+            &team.token,
+            json!({"contact_id": contact["id"], "start_delay": delay}),
+        )
+        .await;
+    }
+    let id = app.trigger(&svc, "paged").await;
+    let sent = notify::run_due(&*app.store, &app.clock, &notify::DevNotifier)
+        .await
+        .unwrap();
+    assert_eq!(sent, 1, "the SMS goes at once, the email waits");
+    let summary = |rows: &Value| -> Vec<(String, String, String, String)> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["user_id"].as_str().unwrap().to_owned(),
+                    r["channel"].as_str().unwrap().to_owned(),
+                    r["reason"].as_str().unwrap().to_owned(),
+                    r["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let path = format!("/incidents/{id}/notifications");
+    let s = |u: &str, c: &str, r: &str, st: &str| {
+        (u.to_owned(), c.to_owned(), r.to_owned(), st.to_owned())
+    };
+    assert_eq!(
+        summary(&app.get(&path, &team.token).await),
+        [
+            s(&team.u1, "sms", "assigned", "delivered"),
+            s(&team.u1, "email", "assigned", "queued"),
+        ]
+    );
+    // Ten minutes on, the incident escalates to Two (no contacts: paged at
+    // their sign-in address); One's email, not yet due, is cancelled.
+    app.tick_at(t0() + minutes(10)).await;
+    let sent = notify::run_due(&*app.store, &app.clock, &notify::DevNotifier)
+        .await
+        .unwrap();
+    assert_eq!(sent, 1);
+    let rows = app.get(&path, &team.token).await;
+    assert_eq!(
+        summary(&rows),
+        [
+            s(&team.u1, "sms", "assigned", "delivered"),
+            s(&team.u1, "email", "assigned", "cancelled"),
+            s(&team.u2, "email", "escalated", "delivered"),
+        ]
+    );
+    assert_eq!(rows[2]["address"], "two@alpha.example.com");
+    assert_eq!(rows[2]["sent_at"], json!(format_ts(t0() + minutes(10))));
+    // Nothing is left to send, at any time.
+    app.clock.set(t0() + minutes(60));
+    let sent = notify::run_due(&*app.store, &app.clock, &notify::DevNotifier)
+        .await
+        .unwrap();
+    assert_eq!(sent, 0);
+}
+
 both_backends!(
     walks_two_rules_and_stops_at_the_loop_limit,
     acknowledge_stops_escalation,
@@ -633,4 +727,5 @@ both_backends!(
     manual_escalate_rearms_the_timer,
     a_timer_fires_at_its_instant_and_not_a_millisecond_before,
     one_run_fires_every_due_batch,
+    escalation_pages_the_next_assignee_and_stops_the_previous,
 );

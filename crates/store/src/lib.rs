@@ -682,6 +682,45 @@ pub trait TimerStore: Send + Sync {
     async fn list_timers(&self, account_id: &str, incident_id: &str) -> Result<Vec<Timer>>;
 }
 
+/// The notification outbox: senders claim due messages with a lease and
+/// report what became of them.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Claims up to `limit` messages due at `now` (and sends whose lease
+    /// ran out) for `owner` until `lease_until`. Pages of incidents that
+    /// are no longer triggered are cancelled instead.
+    async fn claim_messages(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: i64,
+    ) -> Result<Vec<OutgoingMessage>>;
+
+    /// Records a send's outcome; `false` if `owner` no longer held the
+    /// message (its lease ran out and another sender took it).
+    async fn finish_message(
+        &self,
+        id: &str,
+        owner: &str,
+        outcome: &SendOutcome,
+        now: Millis,
+    ) -> Result<bool>;
+
+    /// When the next message comes due (or a lease runs out).
+    async fn next_message_due(&self) -> Result<Option<Millis>>;
+
+    /// Returns when messages may have been queued.
+    async fn messages_changed(&self);
+
+    /// The messages about an incident or to a user, in the account.
+    async fn list_notifications(
+        &self,
+        account_id: &str,
+        of: NotificationsOf<'_>,
+    ) -> Result<Vec<Notification>>;
+}
+
 /// The whole store.
 #[async_trait]
 pub trait Store:
@@ -692,6 +731,7 @@ pub trait Store:
     + ScheduleStore
     + ContactStore
     + TimerStore
+    + OutboxStore
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

@@ -616,3 +616,102 @@ pub fn parse_hhmm(s: &str) -> Option<jiff::civil::Time> {
     }
     jiff::civil::Time::new(h, m, sec, 0).ok()
 }
+
+/// A message of the notification outbox: who was (or is to be) paged
+/// about which incident, how, and what became of it.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    /// Public id.
+    pub id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// The incident it is about.
+    pub incident_id: String,
+    /// The user paged.
+    pub user_id: String,
+    /// The contact used; `None` for the user's sign-in address (a user
+    /// without contacts), or a contact deleted since.
+    pub contact_id: Option<String>,
+    /// `assigned`, `escalated` or `retriggered`.
+    pub reason: String,
+    /// `email`, `sms`, `phone`, `webhook`, `slack` or `ntfy`.
+    pub channel: String,
+    /// Where it goes.
+    pub address: String,
+    /// `queued`, `sending`, `sent`, `delivered`, `failed` or `cancelled`.
+    pub status: String,
+    /// Sending attempts so far.
+    pub attempts: i64,
+    /// When the page was decided.
+    pub page_at: Millis,
+    /// When it is (or was) due.
+    pub due_at: Millis,
+    /// The provider's id for it (a Twilio SID, a message id).
+    pub provider_id: Option<String>,
+    /// The last error.
+    pub error: Option<String>,
+    /// When the provider accepted it.
+    pub sent_at: Option<Millis>,
+    /// Creation instant.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// Whose notifications to list.
+#[derive(Debug, Clone, Copy)]
+pub enum NotificationsOf<'a> {
+    /// Every message about one incident, oldest first.
+    Incident(&'a str),
+    /// The latest 500 messages to one user, newest first.
+    User(&'a str),
+}
+
+/// A message claimed for sending, with what its text needs.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    /// The outbox row.
+    pub id: String,
+    /// The incident.
+    pub incident_id: String,
+    /// The user paged.
+    pub user_id: String,
+    /// Why.
+    pub reason: String,
+    /// How.
+    pub channel: String,
+    /// Where.
+    pub address: String,
+    /// Attempts, this one included.
+    pub attempts: i64,
+    /// The incident's service's name.
+    pub service_name: String,
+    /// The incident's message.
+    pub message: String,
+    /// The incident's description.
+    pub description: Option<String>,
+}
+
+/// What became of a send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The provider took it (`delivered`: and it is known to have arrived).
+    Sent {
+        /// The provider's id for it.
+        provider_id: Option<String>,
+        /// Delivery is confirmed already.
+        delivered: bool,
+    },
+    /// A transient failure: try again at `at`.
+    Retry {
+        /// What went wrong.
+        error: String,
+        /// When to try again.
+        at: Millis,
+    },
+    /// A permanent failure: recorded, not retried.
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+}

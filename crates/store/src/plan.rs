@@ -98,7 +98,6 @@ pub(crate) struct Change {
     pub schedule: Vec<(&'static str, Millis)>,
     /// Users to page at `now` and why: the decision's pages resolved to
     /// the new `current_user_id` (nobody assigned, nobody paged).
-    #[cfg_attr(not(test), expect(dead_code, reason = "nothing sends pages yet"))]
     pub pages: Vec<(PageReason, String)>,
     /// The update for the users already paged about the incident.
     #[cfg_attr(not(test), expect(dead_code, reason = "nothing sends updates yet"))]
@@ -270,6 +269,13 @@ pub(crate) struct BatchPlan {
     pub insert: Vec<(String, String, &'static str, Millis)>,
     /// Audit events: (account, incident, action, changeset).
     pub events: Vec<(String, String, String, serde_json::Value)>,
+    /// Pages to queue: (account, incident, why, user). Only the final
+    /// assignee of a still-triggered incident is paged.
+    pub pages: Vec<(String, String, PageReason, String)>,
+    /// Queued pages to cancel: per incident, every user's (`None`: the
+    /// incident is no longer triggered) or every user's but the new
+    /// assignee's (it was reassigned).
+    pub stop_pages: Vec<(String, Option<String>)>,
 }
 
 impl BatchPlan {
@@ -348,6 +354,8 @@ pub(crate) fn plan_batch(due: &[DueTimer], input: BatchInput, now: Millis) -> Ba
     let mut cancelled: HashMap<String, Vec<&'static str>> = HashMap::new();
     let mut armed: HashMap<String, Vec<(&'static str, Millis)>> = HashMap::new();
     let mut changed: Vec<String> = Vec::new();
+    // Each changed incident's assignee before the batch.
+    let mut assigned_before: HashMap<String, Option<String>> = HashMap::new();
     for t in due {
         let Some(current) = incidents.get_mut(&t.incident_id) else {
             if let Some(reason) = broken_incidents.get(&t.incident_id) {
@@ -424,6 +432,17 @@ pub(crate) fn plan_batch(due: &[DueTimer], input: BatchInput, now: Millis) -> Ba
             pending.retain(|(p, _)| *p != kind);
             pending.push((kind, due));
         }
+        assigned_before
+            .entry(t.incident_id.clone())
+            .or_insert_with(|| current.current_user_id.clone());
+        for (reason, user) in &change.pages {
+            out.pages.push((
+                current.account_id.clone(),
+                current.id.clone(),
+                *reason,
+                user.clone(),
+            ));
+        }
         current.state = change.state.as_str().to_owned();
         current.acknowledged_at = change.acknowledged_at;
         current.resolved_at = change.resolved_at;
@@ -448,6 +467,17 @@ pub(crate) fn plan_batch(due: &[DueTimer], input: BatchInput, now: Millis) -> Ba
             out.insert
                 .push((after.account_id.clone(), id.clone(), kind, due));
         }
+        let triggered = after.state == IncidentState::Triggered.as_str();
+        let before = assigned_before.remove(&id).flatten();
+        if !triggered {
+            out.stop_pages.push((id.clone(), None));
+        } else if before != after.current_user_id {
+            out.stop_pages
+                .push((id.clone(), after.current_user_id.clone()));
+        }
+        out.pages.retain(|(_, incident, _, user)| {
+            *incident != id || (triggered && after.current_user_id.as_ref() == Some(user))
+        });
         out.incidents.push(IncidentWrite {
             after,
             cancel: cancelled.remove(&id).unwrap_or_default(),

@@ -18,6 +18,7 @@ pub mod sms;
 #[cfg(test)]
 mod tests;
 
+use crate::contact::ContactType;
 use crate::incident::IncidentState;
 use crate::time::{Millis, MINUTE_MS};
 
@@ -27,59 +28,13 @@ pub type UserId = String;
 /// A contact's id, as the store keeps it.
 pub type ContactId = String;
 
-/// How a contact is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ContactKind {
-    /// An email address.
-    Email,
-    /// A phone number (E.164) for text messages.
-    Sms,
-    /// A phone number (E.164) for voice calls.
-    Phone,
-    /// An https URL that receives a signed JSON POST.
-    Webhook,
-    /// A Slack incoming-webhook URL.
-    Slack,
-    /// An ntfy topic URL.
-    Ntfy,
-}
-
-impl ContactKind {
-    /// All kinds.
-    pub const ALL: [ContactKind; 6] = [
-        ContactKind::Email,
-        ContactKind::Sms,
-        ContactKind::Phone,
-        ContactKind::Webhook,
-        ContactKind::Slack,
-        ContactKind::Ntfy,
-    ];
-
-    /// The kind's name, as stored and shown (`type` of a contact).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ContactKind::Email => "email",
-            ContactKind::Sms => "sms",
-            ContactKind::Phone => "phone",
-            ContactKind::Webhook => "webhook",
-            ContactKind::Slack => "slack",
-            ContactKind::Ntfy => "ntfy",
-        }
-    }
-
-    /// Parses a stored or submitted name.
-    pub fn parse(s: &str) -> Option<Self> {
-        ContactKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
 /// One of a user's contacts, as much of it as planning needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContactRef {
     /// The contact's id.
     pub id: ContactId,
     /// How it is reached.
-    pub kind: ContactKind,
+    pub kind: ContactType,
 }
 
 /// One of a user's notification rules: page this contact this long after
@@ -98,7 +53,7 @@ pub struct PlannedMessage {
     /// The contact to send it to.
     pub contact_id: ContactId,
     /// How that contact is reached.
-    pub kind: ContactKind,
+    pub kind: ContactType,
     /// When the user was paged ([`should_send`] compares it with when
     /// paging last stopped).
     pub page_at: Millis,

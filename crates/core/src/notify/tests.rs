@@ -10,7 +10,7 @@ use super::*;
 
 const T0: Millis = 1_700_000_000_000;
 
-fn contact(id: &str, kind: ContactKind) -> ContactRef {
+fn contact(id: &str, kind: ContactType) -> ContactRef {
     ContactRef {
         id: id.to_owned(),
         kind,
@@ -34,9 +34,9 @@ fn due(messages: &[PlannedMessage]) -> Vec<(&str, Millis)> {
 #[test]
 fn each_rule_is_one_message_after_its_delay() {
     let contacts = [
-        contact("mail", ContactKind::Email),
-        contact("sms", ContactKind::Sms),
-        contact("call", ContactKind::Phone),
+        contact("mail", ContactType::Email),
+        contact("sms", ContactType::Sms),
+        contact("call", ContactType::Phone),
     ];
     let rules = [
         rule("call", 10),
@@ -53,14 +53,14 @@ fn each_rule_is_one_message_after_its_delay() {
         [("sms", 0), ("mail", 0), ("sms", 5 * m), ("call", 10 * m)]
     );
     assert!(got.iter().all(|x| x.page_at == T0));
-    assert_eq!(got[3].kind, ContactKind::Phone);
+    assert_eq!(got[3].kind, ContactType::Phone);
 }
 
 #[test]
 fn no_usable_rules_means_every_contact_at_once() {
     let contacts = [
-        contact("mail", ContactKind::Email),
-        contact("sms", ContactKind::Sms),
+        contact("mail", ContactType::Email),
+        contact("sms", ContactType::Sms),
     ];
     let at_once = [("mail", 0), ("sms", 0)];
     assert_eq!(due(&expand(T0, &[], &contacts)), at_once);
@@ -70,7 +70,7 @@ fn no_usable_rules_means_every_contact_at_once() {
 
 #[test]
 fn negative_delays_count_as_none() {
-    let contacts = [contact("sms", ContactKind::Sms)];
+    let contacts = [contact("sms", ContactType::Sms)];
     assert_eq!(
         due(&expand(T0, &[rule("sms", -5)], &contacts)),
         [("sms", 0)]
@@ -81,10 +81,10 @@ fn negative_delays_count_as_none() {
 
 #[test]
 fn contact_kinds_round_trip() {
-    for k in ContactKind::ALL {
-        assert_eq!(ContactKind::parse(k.as_str()), Some(k));
+    for k in ContactType::ALL {
+        assert_eq!(ContactType::parse(k.as_str()), Some(k));
     }
-    assert_eq!(ContactKind::parse("pager"), None);
+    assert_eq!(ContactType::parse("pager"), None);
 }
 
 #[test]
@@ -235,7 +235,7 @@ fn bundles_by_contact_and_window() {
 
 /// Contacts "c0".."c3" of every kind, and rules over them and a missing one.
 fn rules_and_contacts() -> impl Strategy<Value = (Vec<NotificationRuleSpec>, Vec<ContactRef>)> {
-    let kinds = prop::sample::select(ContactKind::ALL.to_vec());
+    let kinds = prop::sample::select(ContactType::ALL.to_vec());
     (
         prop::collection::vec((0usize..5, -2i64..120), 0..6),
         prop::collection::vec(kinds, 0..4),

@@ -88,6 +88,31 @@ pub fn contact(c: &Contact) -> Value {
     })
 }
 
+/// A message of the notification outbox.
+pub fn notification(n: &klaxon_store::Notification) -> Value {
+    json!({
+        "id": n.id,
+        "incident_id": n.incident_id,
+        "user_id": n.user_id,
+        "contact_id": n.contact_id,
+        "reason": n.reason,
+        "channel": n.channel,
+        "address": n.address,
+        "status": n.status,
+        "attempts": n.attempts,
+        "due_at": format_ts(n.due_at),
+        "sent_at": n.sent_at.map(format_ts),
+        "provider_id": n.provider_id,
+        "error": n.error,
+        "created_at": format_ts(n.created_at),
+        "updated_at": format_ts(n.updated_at),
+        "_links": {
+            "incident": href(format!("/incidents/{}", n.incident_id)),
+            "user": href(format!("/users/{}", n.user_id)),
+        },
+    })
+}
+
 /// One of a user's notification rules.
 pub fn notification_rule(r: &NotificationRule) -> Value {
     json!({

@@ -37,6 +37,8 @@ pub struct PgStore {
     /// Wakes this process's engine: poked after local commits that arm
     /// timers and by the LISTEN task for other processes' NOTIFYs.
     timer_notify: std::sync::Arc<tokio::sync::Notify>,
+    /// Wakes this process's sender, like `timer_notify` for messages.
+    outbox_notify: std::sync::Arc<tokio::sync::Notify>,
     /// The LISTEN task starts with the first engine that waits.
     listener_started: std::sync::Once,
 }
@@ -52,6 +54,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             timer_notify: Default::default(),
+            outbox_notify: Default::default(),
             listener_started: std::sync::Once::new(),
         })
     }
@@ -92,17 +95,39 @@ impl sql::Backend for PgStore {
             tx: conn::Pg(self.pool.begin().await?),
             store: self,
             timers_armed: false,
+            messages_queued: false,
         })
     }
 }
 
 impl sql::services::ServiceLookup for PgStore {}
 
+impl sql::outbox::OutboxWake for PgStore {
+    async fn messages_queued(&self) {
+        self.start_listener();
+        self.outbox_notify.notified().await;
+    }
+}
+
+impl PgStore {
+    /// Starts the LISTEN task (once, with the first engine or sender that waits).
+    fn start_listener(&self) {
+        self.listener_started.call_once(|| {
+            tokio::spawn(timers::listen(
+                self.pool.clone(),
+                self.timer_notify.clone(),
+                self.outbox_notify.clone(),
+            ));
+        });
+    }
+}
+
 /// A write transaction on a pooled PostgreSQL connection.
 pub(crate) struct PgWrite<'a> {
     tx: conn::Pg<sqlx::Transaction<'static, sqlx::Postgres>>,
     store: &'a PgStore,
     timers_armed: bool,
+    messages_queued: bool,
 }
 
 impl PgWrite<'_> {
@@ -116,21 +141,31 @@ sql::delegate_db!(PgWrite<'_>, tx);
 
 impl sql::Write for PgWrite<'_> {
     fn record(&mut self, change: sql::Change) {
-        // PostgreSQL keeps nothing in memory; only timers are announced.
+        // PostgreSQL keeps nothing in memory; only timers and messages
+        // are announced.
         self.timers_armed |= matches!(change, sql::Change::TimersArmed);
+        self.messages_queued |= matches!(change, sql::Change::MessagesQueued);
     }
 
     async fn commit(mut self) -> Result<()> {
-        if self.timers_armed {
-            // Other processes' engines hear of it through NOTIFY, sent at commit.
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(timers::CHANNEL)
-                .execute(&mut *self.tx.0)
-                .await?;
+        // Other processes hear of it through NOTIFY, delivered at commit.
+        for (flag, channel) in [
+            (self.timers_armed, timers::CHANNEL),
+            (self.messages_queued, timers::OUTBOX_CHANNEL),
+        ] {
+            if flag {
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(channel)
+                    .execute(&mut *self.tx.0)
+                    .await?;
+            }
         }
         self.tx.0.commit().await?;
         if self.timers_armed {
             self.store.timer_notify.notify_one();
+        }
+        if self.messages_queued {
+            self.store.outbox_notify.notify_one();
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use super::conn::Pg;
 use super::PgStore;
 use crate::plan::{plan_batch, BatchInput, BatchPlan};
+use crate::sql::outbox::write_batch_pages;
 use crate::sql::timers::{
     due_timers, fetch_incidents, insert_events, insert_timers, load_policy_context, NewTimer,
     TimerEngine,
@@ -29,6 +30,8 @@ use crate::{FiredTimer, Result};
 
 /// The LISTEN/NOTIFY channel that announces newly armed timers.
 pub(super) const CHANNEL: &str = "klaxon_timers";
+/// The LISTEN/NOTIFY channel that announces newly queued messages.
+pub(super) const OUTBOX_CHANNEL: &str = "klaxon_outbox";
 
 impl TimerEngine for PgStore {
     async fn fire_due(&self, now: Millis, limit: i64) -> Result<Vec<FiredTimer>> {
@@ -52,6 +55,9 @@ impl TimerEngine for PgStore {
         let input = load_batch(conn, &locked, now).await?;
         let batch = plan_batch(&due, input, now);
         write_batch(conn, &batch, now).await?;
+        if write_batch_pages(&mut Pg(&mut *conn), &batch, now).await? {
+            tx.record(Change::MessagesQueued);
+        }
         if !batch.insert.is_empty() {
             tx.record(Change::TimersArmed);
         }
@@ -61,30 +67,30 @@ impl TimerEngine for PgStore {
     }
 
     async fn timers_armed(&self) {
-        self.listener_started.call_once(|| {
-            tokio::spawn(listen(self.pool.clone(), self.timer_notify.clone()));
-        });
+        self.start_listener();
         self.timer_notify.notified().await;
     }
 }
 
-/// Forwards NOTIFYs on the timer channel to this process's engine, with a
-/// reconnect loop; ends when the pool is closed.
-async fn listen(pool: sqlx::PgPool, notify: Arc<Notify>) {
+/// Forwards NOTIFYs on the timer and outbox channels to this process's
+/// engine and sender, with a reconnect loop; ends when the pool is closed.
+pub(super) async fn listen(pool: sqlx::PgPool, timers: Arc<Notify>, outbox: Arc<Notify>) {
     while !pool.is_closed() {
         match PgListener::connect_with(&pool).await {
             Ok(mut listener) => {
-                if let Err(err) = listener.listen(CHANNEL).await {
-                    tracing::warn!(error = %err, "cannot LISTEN for timers");
+                if let Err(err) = listener.listen_all([CHANNEL, OUTBOX_CHANNEL]).await {
+                    tracing::warn!(error = %err, "cannot LISTEN for timers and messages");
                 } else {
-                    // Anything armed while we were not listening.
-                    notify.notify_one();
+                    // Anything armed or queued while we were not listening.
+                    timers.notify_one();
+                    outbox.notify_one();
                     loop {
                         match listener.recv().await {
-                            Ok(_) => notify.notify_one(),
+                            Ok(n) if n.channel() == OUTBOX_CHANNEL => outbox.notify_one(),
+                            Ok(_) => timers.notify_one(),
                             Err(err) => {
                                 if !pool.is_closed() {
-                                    tracing::warn!(error = %err, "timer listener lost its connection");
+                                    tracing::warn!(error = %err, "the LISTEN connection was lost");
                                 }
                                 break;
                             }
@@ -92,7 +98,7 @@ async fn listen(pool: sqlx::PgPool, notify: Arc<Notify>) {
                     }
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "cannot connect the timer listener"),
+            Err(err) => tracing::warn!(error = %err, "cannot connect the LISTEN connection"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -24,6 +24,7 @@ use sqlx::types::Json;
 use sqlx::{Connection, PgConnection, Row};
 
 use super::conn::{Pg, PgRowRef};
+use crate::sql::outbox::{enqueue_pages, PageRow};
 
 use super::timers::CHANNEL;
 use super::{violates, PgStore};
@@ -297,9 +298,24 @@ impl PgStore {
         }
         // As stored: JSONB has its own key order.
         let details: Option<Json<Value>> = row.try_get("details")?;
+        let pages: Vec<PageRow<'_>> = change
+            .pages
+            .iter()
+            .map(|(reason, user)| (account_id, id.as_str(), *reason, user.as_str()))
+            .collect();
+        let queued = enqueue_pages(&mut Pg(&mut *tx), &pages, now).await?;
+        if queued {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(super::timers::OUTBOX_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         if !change.schedule.is_empty() {
             self.timer_notify.notify_one();
+        }
+        if queued {
+            self.outbox_notify.notify_one();
         }
         let current_policy_id = change
             .current_policy_rule_id

@@ -19,6 +19,7 @@
 pub(crate) mod accounts;
 pub(crate) mod contacts;
 pub(crate) mod incidents;
+pub(crate) mod outbox;
 pub(crate) mod policies;
 pub(crate) mod row;
 pub(crate) mod schedules;
@@ -303,6 +304,8 @@ pub(crate) enum Change {
     MessageChanged { id: String, message: String },
     /// Timers were armed: the engine should look again.
     TimersArmed,
+    /// Messages were queued (or re-queued): senders should look again.
+    MessagesQueued,
 }
 
 /// A database the shared store logic runs on: where read and write

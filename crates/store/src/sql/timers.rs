@@ -293,6 +293,28 @@ pub(crate) async fn apply_change(
     )
     .await?;
     write_timers(db, account_id, &before.id, change, now).await?;
+    // The outbox follows the incident: no more pages once it is
+    // acknowledged or resolved, none to a previous assignee.
+    if change.state != klaxon_core::IncidentState::Triggered {
+        super::outbox::cancel_pages(db, &before.id, None, now).await?;
+    } else if change.current_user_id != before.current_user_id {
+        super::outbox::cancel_pages(db, &before.id, change.current_user_id.as_deref(), now).await?;
+    }
+    let pages: Vec<super::outbox::PageRow<'_>> = change
+        .pages
+        .iter()
+        .map(|(reason, user)| {
+            (
+                account_id.as_str(),
+                before.id.as_str(),
+                *reason,
+                user.as_str(),
+            )
+        })
+        .collect();
+    if super::outbox::enqueue_pages(db, &pages, now).await? {
+        db.record(Change::MessagesQueued);
+    }
     let changes = transition_changeset(
         before,
         change.state,

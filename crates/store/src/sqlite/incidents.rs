@@ -14,6 +14,7 @@ use super::ingest::{IngestState, OpenRef};
 use super::SqliteStore;
 use crate::plan::{open_changeset, plan, Change, PolicyContext};
 use crate::sql::incidents::{open_incident, Triggers};
+use crate::sql::outbox::{enqueue_pages, PageRow};
 use crate::sql::timers::{insert_timers, load_policy_context, push_row, NewTimer};
 use crate::sql::{query, Db};
 use crate::util::{new_id, new_incident_key};
@@ -90,6 +91,7 @@ pub(super) async fn run_trigger_batcher(
     conns: Arc<Conns>,
     mut jobs: tokio::sync::mpsc::Receiver<TriggerJob>,
     notify: std::sync::Arc<tokio::sync::Notify>,
+    outbox: std::sync::Arc<tokio::sync::Notify>,
     ingest: std::sync::Arc<IngestState>,
 ) {
     while let Some(first) = jobs.recv().await {
@@ -120,10 +122,11 @@ pub(super) async fn run_trigger_batcher(
             micros = started.elapsed().as_micros() as u64,
             "trigger batch committed"
         );
-        let mut armed = false;
+        let (mut armed, mut opened) = (false, false);
         for (job, result) in batch.into_iter().zip(results) {
             let result = result.map(|(outcome, a)| {
                 armed |= a;
+                opened |= matches!(outcome, TriggerOutcome::Created(_));
                 outcome
             });
             if let Err(err) = &result {
@@ -138,6 +141,10 @@ pub(super) async fn run_trigger_batcher(
         }
         if armed {
             notify.notify_one();
+        }
+        if opened {
+            // Their pages, if any, are queued.
+            outbox.notify_one();
         }
     }
 }
@@ -403,5 +410,21 @@ async fn insert_opened(
         });
     }
     tx.execute(q).await?;
+    // Each trigger's pages are decided at its own instant.
+    let mut pages: std::collections::BTreeMap<Millis, Vec<PageRow<'_>>> = Default::default();
+    for o in opened {
+        let i = &o.incident;
+        for (reason, user) in &o.change.pages {
+            pages.entry(i.created_at).or_default().push((
+                i.account_id.as_str(),
+                i.id.as_str(),
+                *reason,
+                user.as_str(),
+            ));
+        }
+    }
+    for (at, pages) in pages {
+        enqueue_pages(tx, &pages, at).await?;
+    }
     Ok(())
 }

@@ -226,7 +226,7 @@ impl Inner {
             Change::ServiceDeleted { id } => self.service_deleted(&id),
             Change::IncidentClosed { id } => self.closed(&id),
             Change::MessageChanged { id, message } => self.message_changed(&id, &message),
-            Change::TimersArmed => {}
+            Change::TimersArmed | Change::MessagesQueued => {}
         }
     }
 

@@ -34,6 +34,8 @@ pub struct SqliteStore {
     /// Wakes the engine when a commit arms a timer (one process per file,
     /// so an in-process signal reaches every engine there is).
     timer_notify: Arc<tokio::sync::Notify>,
+    /// Wakes the sender when a commit queues messages.
+    outbox_notify: Arc<tokio::sync::Notify>,
     /// Queue of the group-commit trigger batcher (`incidents.rs`).
     triggers: tokio::sync::mpsc::Sender<incidents::TriggerJob>,
     /// Integration keys, service states and open dedup keys in memory.
@@ -48,17 +50,20 @@ impl SqliteStore {
         create_parent(&path)?;
         let conns = Arc::new(conn::Conns::open(&path)?);
         let timer_notify: Arc<tokio::sync::Notify> = Default::default();
+        let outbox_notify: Arc<tokio::sync::Notify> = Default::default();
         let ingest: Arc<ingest::IngestState> = Default::default();
         let (triggers, jobs) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(incidents::run_trigger_batcher(
             conns.clone(),
             jobs,
             timer_notify.clone(),
+            outbox_notify.clone(),
             ingest.clone(),
         ));
         Ok(SqliteStore {
             conns,
             timer_notify,
+            outbox_notify,
             triggers,
             ingest,
         })
@@ -79,6 +84,12 @@ impl sql::Backend for SqliteStore {
             store: self,
             changes: Vec::new(),
         })
+    }
+}
+
+impl sql::outbox::OutboxWake for SqliteStore {
+    async fn messages_queued(&self) {
+        self.outbox_notify.notified().await;
     }
 }
 
@@ -107,10 +118,11 @@ impl sql::Write for SqliteWrite<'_> {
         // Memory moves in commit order: the change is applied before the
         // writer is released, so before any later commit (see `ingest`).
         let _writer = tx.commit()?;
-        let mut armed = false;
+        let (mut armed, mut queued) = (false, false);
         let mut state = store.ingest.write();
         for change in changes {
             armed |= matches!(change, sql::Change::TimersArmed);
+            queued |= matches!(change, sql::Change::MessagesQueued);
             if state.loaded() {
                 state.apply(change);
             }
@@ -118,6 +130,9 @@ impl sql::Write for SqliteWrite<'_> {
         drop(state);
         if armed {
             store.timer_notify.notify_one();
+        }
+        if queued {
+            store.outbox_notify.notify_one();
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ use klaxon_core::time::Millis;
 
 use super::SqliteStore;
 use crate::plan::{plan_batch, BatchInput, BatchPlan};
+use crate::sql::outbox::write_batch_pages;
 use crate::sql::timers::{
     due_timers, fetch_incidents, insert_events, insert_timers, load_policy_context, push_row,
     NewTimer, TimerEngine,
@@ -25,6 +26,9 @@ impl TimerEngine for SqliteStore {
         let input = load_batch(&mut tx, &ids, now).await?;
         let batch = plan_batch(&due, input, now);
         write_batch(&mut tx, &batch, now).await?;
+        if write_batch_pages(&mut tx, &batch, now).await? {
+            tx.record(Change::MessagesQueued);
+        }
         // Auto-resolved incidents stop deduplicating triggers.
         for w in batch
             .incidents

@@ -1,0 +1,247 @@
+//! The sender: delivers the notification outbox.
+//!
+//! Messages are rows the store writes in the same transaction as the
+//! change that pages someone. The sender claims due rows with a lease
+//! (one process claims each), hands each to the [`Notifier`] for its
+//! channel, several at once up to [`CONCURRENCY`], and records the
+//! outcome: sent, retried later with exponential backoff and jitter, or
+//! failed for good. It is woken by the commit that queues a message (in
+//! process, and on PostgreSQL by NOTIFY from other processes) and sleeps
+//! until the next due message otherwise; polling is only a fallback.
+//!
+//! A sender that dies mid-send leaves its rows `sending`: when the lease
+//! runs out another claims them. The provider may then have been asked
+//! twice for one message; providers that take an idempotency key are
+//! given the outbox row id.
+//!
+//! [`run_due`] is one round without the sleeping; tests on a manual clock
+//! call it after moving the clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use klaxon_core::time::Millis;
+use klaxon_store::{OutgoingMessage, SendOutcome, Store};
+use tokio::sync::{watch, Semaphore};
+
+use crate::clock::Clock;
+
+/// Messages claimed per round.
+pub const BATCH: i64 = 64;
+/// Sends in flight at once.
+pub const CONCURRENCY: usize = 16;
+/// How long a claim lasts before another sender may take the message
+/// (virtual time; a send takes seconds at most).
+pub const LEASE_MS: Millis = 120_000;
+/// Longest sleep without a wake-up.
+pub const FALLBACK_POLL: Duration = Duration::from_secs(5);
+/// Attempts before a transiently failing message is given up.
+pub const MAX_ATTEMPTS: i64 = 10;
+
+/// Delivers one message on one channel.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Sends `message` (`now` is the clock's, for retry times).
+    async fn send(&self, message: &OutgoingMessage, now: Millis) -> SendOutcome;
+}
+
+/// What a fresh server uses when no provider is configured: each message
+/// is logged and recorded as delivered, so the whole flow — who would have
+/// been paged, how and when — shows over the API.
+pub struct DevNotifier;
+
+#[async_trait]
+impl Notifier for DevNotifier {
+    async fn send(&self, m: &OutgoingMessage, _now: Millis) -> SendOutcome {
+        tracing::info!(
+            message = %m.id,
+            incident = %m.incident_id,
+            user = %m.user_id,
+            channel = %m.channel,
+            address = %m.address,
+            text = %alert_text(m),
+            "page (dev outbox: no provider configured for this channel)"
+        );
+        SendOutcome::Sent {
+            provider_id: None,
+            delivered: true,
+        }
+    }
+}
+
+/// `ALERT [service] message`: the one-line text of a page.
+pub fn alert_text(m: &OutgoingMessage) -> String {
+    format!("ALERT [{}] {}", m.service_name, m.message)
+}
+
+/// The retry time after `attempts` transient failures: exponential from
+/// 5 s, capped at 15 min, with up to a fifth of jitter so that a provider
+/// outage does not end in a thundering herd.
+pub fn retry_at(now: Millis, attempts: i64, jitter: f64) -> Millis {
+    let exp = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
+    let base: Millis = 5_000i64.saturating_mul(1i64 << exp).min(15 * 60_000);
+    let spread = (base as f64 * 0.2 * jitter.clamp(0.0, 1.0)) as Millis;
+    now.saturating_add(base).saturating_add(spread)
+}
+
+/// Runs until `shutdown` turns true; a failing database is logged and
+/// retried.
+pub async fn run(
+    store: Arc<dyn Store>,
+    clock: Clock,
+    notifier: Arc<dyn Notifier>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let owner = format!(
+        "sender-{}",
+        klaxon_core::id::random_hex(&mut rand::rng(), 8)
+    );
+    let limit = Arc::new(Semaphore::new(CONCURRENCY));
+    tracing::info!(%owner, "sender started");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let wait = match round(&store, &clock, &notifier, &owner, &limit).await {
+            Ok(claimed) if claimed as i64 >= BATCH => Duration::ZERO,
+            Ok(_) => next_wait(&*store, &clock).await.unwrap_or(FALLBACK_POLL),
+            Err(err) => {
+                tracing::error!(error = %err, "sender round failed; retrying");
+                Duration::from_secs(1)
+            }
+        };
+        if wait.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = store.messages_changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    // Let sends in flight finish and record their outcome.
+    let _ = limit.acquire_many(CONCURRENCY as u32).await;
+    tracing::info!("sender stopped");
+}
+
+/// Claims what is due and starts sending it; returns how many were claimed.
+async fn round(
+    store: &Arc<dyn Store>,
+    clock: &Clock,
+    notifier: &Arc<dyn Notifier>,
+    owner: &str,
+    limit: &Arc<Semaphore>,
+) -> klaxon_store::Result<usize> {
+    let now = clock.now_ms();
+    let claimed = store
+        .claim_messages(owner, now, now + LEASE_MS, BATCH)
+        .await?;
+    let count = claimed.len();
+    for message in claimed {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        let (store, clock, notifier, owner) = (
+            store.clone(),
+            clock.clone(),
+            notifier.clone(),
+            owner.to_owned(),
+        );
+        tokio::spawn(async move {
+            deliver(&*store, &clock, &*notifier, &owner, &message).await;
+            drop(permit);
+        });
+    }
+    Ok(count)
+}
+
+/// Sends one claimed message and records the outcome.
+async fn deliver(
+    store: &dyn Store,
+    clock: &Clock,
+    notifier: &dyn Notifier,
+    owner: &str,
+    message: &OutgoingMessage,
+) {
+    let mut outcome = notifier.send(message, clock.now_ms()).await;
+    if let SendOutcome::Retry { error, .. } = &outcome {
+        if message.attempts >= MAX_ATTEMPTS {
+            outcome = SendOutcome::Failed {
+                error: format!("gave up after {} attempts: {error}", message.attempts),
+            };
+        }
+    }
+    match &outcome {
+        SendOutcome::Sent { .. } => {}
+        SendOutcome::Retry { error, at } => {
+            tracing::warn!(message = %message.id, channel = %message.channel, %error, retry_at = at, "send failed; retrying")
+        }
+        SendOutcome::Failed { error } => {
+            tracing::error!(message = %message.id, channel = %message.channel, %error, "send failed for good")
+        }
+    }
+    match store
+        .finish_message(&message.id, owner, &outcome, clock.now_ms())
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(message = %message.id, "the lease ran out before the send finished; another sender owns it")
+        }
+        Err(err) => tracing::error!(message = %message.id, error = %err, "cannot record a send"),
+    }
+}
+
+/// One round on the calling task: claims everything due at the clock's
+/// now and sends it, one message after the other; returns how many were
+/// handled. For tests on a manual clock.
+pub async fn run_due(
+    store: &dyn Store,
+    clock: &Clock,
+    notifier: &dyn Notifier,
+) -> klaxon_store::Result<usize> {
+    let owner = "sender-test";
+    let mut total = 0;
+    loop {
+        let now = clock.now_ms();
+        let claimed = store
+            .claim_messages(owner, now, now + LEASE_MS, BATCH)
+            .await?;
+        for message in &claimed {
+            deliver(store, clock, notifier, owner, message).await;
+        }
+        total += claimed.len();
+        if (claimed.len() as i64) < BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// How long to sleep before the next message is due.
+async fn next_wait(store: &dyn Store, clock: &Clock) -> klaxon_store::Result<Duration> {
+    Ok(match (store.next_message_due().await?, clock.speed()) {
+        (Some(due), Some(speed)) => {
+            let virtual_ms = (due - clock.now_ms()).max(1);
+            Duration::from_millis((virtual_ms as f64 / speed).ceil().max(1.0) as u64)
+                .min(FALLBACK_POLL)
+        }
+        _ => FALLBACK_POLL,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_with_bounded_jitter() {
+        assert_eq!(retry_at(0, 1, 0.0), 5_000);
+        assert_eq!(retry_at(0, 2, 0.0), 10_000);
+        assert_eq!(retry_at(0, 3, 0.0), 20_000);
+        assert_eq!(retry_at(0, 30, 0.0), 15 * 60_000);
+        assert_eq!(retry_at(0, 1, 1.0), 6_000);
+        assert!(retry_at(0, 30, 1.0) <= 18 * 60_000);
+        assert_eq!(retry_at(Millis::MAX, 5, 1.0), Millis::MAX);
+    }
+}

@@ -1,0 +1,182 @@
+//! Paging through the notification outbox, against the real binary on
+//! both backends, with no provider configured (the dev outbox records each
+//! message as delivered): who is paged, on which contacts, when, once.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Account, Backend, Server};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// The incident's notifications once `done` holds for them (or the last
+/// seen after 10 s, for the assertion to report).
+async fn notifications_when(
+    server: &Server,
+    token: &str,
+    incident: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let res = server
+            .get(&format!("/incidents/{incident}/notifications"), token)
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+        let rows = res.body.as_array().unwrap().clone();
+        if done(&rows) || started.elapsed() > Duration::from_secs(10) {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn statuses(rows: &[Value]) -> Vec<(String, String)> {
+    rows.iter()
+        .map(|r| {
+            (
+                r["channel"].as_str().unwrap().to_owned(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn trigger(server: &Server, key: &str, dedup_key: &str) -> common::Res {
+    server
+        .integration(
+            "trigger",
+            key,
+            &[("message", "disk full"), ("key", dedup_key)],
+        )
+        .await
+}
+
+async fn contact(server: &Server, a: &Account, kind: &str, address: &str) -> String {
+    let res = server
+        .post(
+            &format!("/users/{}/contacts", a.user_id),
+            &a.token,
+            json!({"type": kind, "label": kind, "address": address}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+    res.str("id")
+}
+
+async fn a_user_without_contacts_is_paged_at_their_address_once(backend: Backend) {
+    let server = Server::start(backend).await;
+    let a = server.register("Alpha").await;
+    let s = server
+        .setup_service(&a, "Disks", &[a.user_id.as_str()], 1)
+        .await;
+    let opened = trigger(&server, &s.integration_key, "disk-1").await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.text);
+    let id = opened.str("id");
+    let rows = notifications_when(&server, &a.token, &id, |rows| {
+        rows.iter().all(|r| r["status"] == "delivered") && !rows.is_empty()
+    })
+    .await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let page = &rows[0];
+    assert_eq!(page["user_id"], json!(a.user_id));
+    assert_eq!(page["channel"], "email");
+    assert_eq!(page["address"], json!(a.email));
+    assert_eq!(page["reason"], "assigned");
+    assert_eq!(page["status"], "delivered");
+    assert_eq!(page["contact_id"], Value::Null);
+    assert!(page["sent_at"].is_string());
+    // The same problem again pages nobody.
+    let again = trigger(&server, &s.integration_key, "disk-1").await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rows = notifications_when(&server, &a.token, &id, |_| true).await;
+    assert_eq!(rows.len(), 1, "still one page: {rows:?}");
+    // Per user, too.
+    let mine = server
+        .get(&format!("/users/{}/notifications", a.user_id), &a.token)
+        .await;
+    assert_eq!(mine.status, StatusCode::OK);
+    assert_eq!(mine.body.as_array().unwrap().len(), 1);
+}
+
+async fn rules_delay_pages_and_acknowledging_cancels_the_rest(backend: Backend) {
+    let server = Server::start(backend).await;
+    let a = server.register("Alpha").await;
+    let s = server
+        .setup_service(&a, "Disks", &[a.user_id.as_str()], 1)
+        .await;
+    let sms = contact(&server, &a, "sms", "+15551234567").await;
+    let email = contact(&server, &a, "email", "oncall@example.com").await;
+    for (contact_id, delay) in [(&sms, 0), (&email, 5)] {
+        let rule = server
+            .post(
+                &format!("/users/{}/notification_rules", a.user_id),
+                &a.token,
+                json!({"contact_id": contact_id, "start_delay": delay}),
+            )
+            .await;
+        assert_eq!(rule.status, StatusCode::CREATED, "{}", rule.text);
+    }
+    let id = trigger(&server, &s.integration_key, "disk-2")
+        .await
+        .str("id");
+    let rows = notifications_when(&server, &a.token, &id, |rows| {
+        rows.iter().any(|r| r["status"] == "delivered")
+    })
+    .await;
+    assert_eq!(
+        statuses(&rows),
+        [
+            ("sms".to_owned(), "delivered".to_owned()),
+            ("email".to_owned(), "queued".to_owned())
+        ],
+        "{rows:?}"
+    );
+    assert_eq!(rows[0]["address"], "+15551234567");
+    assert_eq!(rows[0]["contact_id"], json!(sms));
+    assert_eq!(rows[1]["contact_id"], json!(email));
+    // The email is due five minutes after the page.
+    let due = |r: &Value| r["due_at"].as_str().unwrap().to_owned();
+    assert_ne!(due(&rows[0]), due(&rows[1]));
+    // Acknowledging stops what has not gone out yet.
+    let ack = server
+        .integration("acknowledge", &s.integration_key, &[("key", "disk-2")])
+        .await;
+    assert!(ack.status.is_success(), "{}", ack.text);
+    let rows = notifications_when(&server, &a.token, &id, |_| true).await;
+    assert_eq!(
+        statuses(&rows),
+        [
+            ("sms".to_owned(), "delivered".to_owned()),
+            ("email".to_owned(), "cancelled".to_owned())
+        ]
+    );
+}
+
+async fn notifications_are_the_accounts_own(backend: Backend) {
+    let server = Server::start(backend).await;
+    let a = server.register("Alpha").await;
+    let b = server.register("Beta").await;
+    let s = server
+        .setup_service(&a, "Disks", &[a.user_id.as_str()], 1)
+        .await;
+    let id = trigger(&server, &s.integration_key, "disk-3")
+        .await
+        .str("id");
+    for path in [
+        format!("/incidents/{id}/notifications"),
+        format!("/users/{}/notifications", a.user_id),
+    ] {
+        let res = server.get(&path, &b.token).await;
+        res.assert_error(StatusCode::NOT_FOUND);
+    }
+}
+
+both_backends!(
+    a_user_without_contacts_is_paged_at_their_address_once,
+    rules_delay_pages_and_acknowledging_cancels_the_rest,
+    notifications_are_the_accounts_own,
+);

@@ -1,0 +1,443 @@
+//! The notification outbox, for both backends.
+//!
+//! A page becomes rows here in the same transaction as the change that
+//! causes it ([`enqueue_pages`]): one row per message, due when the user's
+//! notification rule says (`core::notify::expand`). A user without
+//! contacts is paged at their sign-in address, so nobody on call is paged
+//! on nothing. Acknowledging or resolving an incident cancels its queued
+//! pages in the same transaction ([`cancel_pages`]), so a message is either
+//! claimed before that commit or never sent.
+//!
+//! Senders claim due rows with a lease (`FOR UPDATE SKIP LOCKED` on
+//! PostgreSQL, so several processes never claim one row twice): `queued →
+//! sending`, and a `sending` row whose lease ran out (its sender died) is
+//! claimed again. A claimed page whose incident is no longer triggered is
+//! cancelled instead. The sender reports the outcome: sent (or delivered),
+//! retried later (`queued` again, due at the retry time), or failed.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use async_trait::async_trait;
+use klaxon_core::contact::ContactType;
+use klaxon_core::engine::PageReason;
+use klaxon_core::notify::{expand, ContactRef, NotificationRuleSpec};
+use klaxon_core::time::Millis;
+
+use super::row::from_row;
+use super::timers::push_row;
+use super::{query, Backend, Db};
+use crate::util::new_id;
+use crate::{Notification, NotificationsOf, OutboxStore, OutgoingMessage, Result, SendOutcome};
+
+from_row!(Notification {
+    id,
+    account_id,
+    incident_id,
+    user_id,
+    contact_id,
+    reason,
+    channel,
+    address,
+    status,
+    attempts,
+    page_at,
+    due_at,
+    provider_id,
+    error,
+    sent_at,
+    created_at,
+    updated_at,
+});
+
+from_row!(OutgoingMessage {
+    id,
+    incident_id,
+    user_id,
+    reason,
+    channel,
+    address,
+    attempts,
+    service_name,
+    message,
+    description,
+});
+
+/// Notification columns.
+macro_rules! notification_columns {
+    () => {
+        "id, account_id, incident_id, user_id, contact_id, reason, channel, address, status,
+         attempts, page_at, due_at, provider_id, error, sent_at, created_at, updated_at"
+    };
+}
+
+/// The native half of the outbox: waking senders.
+pub(crate) trait OutboxWake {
+    /// Returns when messages may have been queued.
+    fn messages_queued(&self) -> impl Future<Output = ()> + Send;
+}
+
+#[async_trait]
+impl<B: Backend + OutboxWake> OutboxStore for B {
+    async fn claim_messages(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: i64,
+    ) -> Result<Vec<OutgoingMessage>> {
+        use super::Write;
+        let mut tx = self.write().await?;
+        let due: Vec<(String, String)> = tx
+            .fetch_all(
+                query(
+                    "SELECT id, incident_id FROM outbox
+                     WHERE (status = 'queued' AND due_at <= $1)
+                        OR (status = 'sending' AND lease_until <= $1)
+                     ORDER BY due_at LIMIT $2
+                     FOR UPDATE SKIP LOCKED",
+                )
+                .bind(&now)
+                .bind(&limit),
+            )
+            .await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let incidents: Vec<&String> = due.iter().map(|(_, incident)| incident).collect();
+        let mut q = query("SELECT id, state FROM incidents WHERE id IN ");
+        q.push_list(&incidents);
+        let states: HashMap<String, String> = tx
+            .fetch_all::<(String, String)>(q)
+            .await?
+            .into_iter()
+            .collect();
+        let due: Vec<(String, String)> = due
+            .into_iter()
+            .map(|(id, incident)| {
+                let state = states.get(&incident).cloned().unwrap_or_default();
+                (id, state)
+            })
+            .collect();
+        // A page of an incident that is no longer triggered is not sent.
+        let (live, stale): (Vec<_>, Vec<_>) = due.into_iter().partition(|(_, s)| s == "triggered");
+        let stale: Vec<String> = stale.into_iter().map(|(id, _)| id).collect();
+        if !stale.is_empty() {
+            let mut q = query(
+                "UPDATE outbox SET status = 'cancelled', lease_owner = NULL, lease_until = NULL,
+                    updated_at = $1 WHERE id IN ",
+            )
+            .bind(&now);
+            q.push_list(&stale);
+            tx.execute(q).await?;
+        }
+        let live: Vec<String> = live.into_iter().map(|(id, _)| id).collect();
+        let mut claimed = Vec::new();
+        if !live.is_empty() {
+            let mut q = query(
+                "UPDATE outbox SET status = 'sending', lease_owner = $1, lease_until = $2,
+                    attempts = attempts + 1, updated_at = $3 WHERE id IN ",
+            )
+            .bind(owner)
+            .bind(&lease_until)
+            .bind(&now);
+            q.push_list(&live);
+            tx.execute(q).await?;
+            let mut q = query(
+                "SELECT o.id, o.incident_id, o.user_id, o.reason, o.channel, o.address, o.attempts,
+                    s.name AS service_name, i.message, i.description
+                 FROM outbox o JOIN incidents i ON i.id = o.incident_id
+                 JOIN services s ON s.id = i.service_id WHERE o.id IN ",
+            );
+            q.push_list(&live).push(" ORDER BY o.due_at");
+            claimed = tx.fetch_all(q).await?;
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn finish_message(
+        &self,
+        id: &str,
+        owner: &str,
+        outcome: &SendOutcome,
+        now: Millis,
+    ) -> Result<bool> {
+        use super::Write;
+        let (status, provider_id, error, due_at, sent_at) = match outcome {
+            SendOutcome::Sent {
+                provider_id,
+                delivered,
+            } => (
+                if *delivered { "delivered" } else { "sent" },
+                provider_id.as_deref(),
+                None,
+                None,
+                Some(now),
+            ),
+            SendOutcome::Retry { error, at } => {
+                ("queued", None, Some(error.as_str()), Some(*at), None)
+            }
+            SendOutcome::Failed { error } => ("failed", None, Some(error.as_str()), None, None),
+        };
+        let mut tx = self.write().await?;
+        let done = tx
+            .execute(
+                query(
+                    "UPDATE outbox SET status = $1, provider_id = COALESCE($2, provider_id),
+                        error = $3, due_at = COALESCE($4, due_at), sent_at = $5,
+                        lease_owner = NULL, lease_until = NULL, updated_at = $6
+                     WHERE id = $7 AND lease_owner = $8 AND status = 'sending'",
+                )
+                .bind(status)
+                .bind(&provider_id)
+                .bind(&error)
+                .bind(&due_at)
+                .bind(&sent_at)
+                .bind(&now)
+                .bind(id)
+                .bind(owner),
+            )
+            .await?;
+        if due_at.is_some() {
+            tx.record(super::Change::MessagesQueued);
+        }
+        tx.commit().await?;
+        Ok(done > 0)
+    }
+
+    async fn next_message_due(&self) -> Result<Option<Millis>> {
+        let row: Option<(Option<Millis>,)> = self
+            .read()
+            .await?
+            .fetch_optional(query(
+                "SELECT MIN(t) FROM (
+                    SELECT MIN(due_at) AS t FROM outbox WHERE status = 'queued'
+                    UNION ALL
+                    SELECT MIN(lease_until) AS t FROM outbox WHERE status = 'sending'
+                 ) AS due",
+            ))
+            .await?;
+        Ok(row.and_then(|(t,)| t))
+    }
+
+    async fn messages_changed(&self) {
+        self.messages_queued().await
+    }
+
+    async fn list_notifications(
+        &self,
+        account_id: &str,
+        of: NotificationsOf<'_>,
+    ) -> Result<Vec<Notification>> {
+        let (sql, id) = match of {
+            NotificationsOf::Incident(id) => (
+                concat!(
+                    "SELECT ",
+                    notification_columns!(),
+                    r#" FROM outbox WHERE account_id = $1 AND incident_id = $2
+                     ORDER BY created_at, due_at, id COLLATE "C""#
+                ),
+                id,
+            ),
+            NotificationsOf::User(id) => (
+                concat!(
+                    "SELECT ",
+                    notification_columns!(),
+                    r#" FROM outbox WHERE account_id = $1 AND user_id = $2
+                     ORDER BY created_at DESC, due_at DESC, id COLLATE "C" DESC LIMIT 500"#
+                ),
+                id,
+            ),
+        };
+        self.read()
+            .await?
+            .fetch_all(query(sql).bind(account_id).bind(id))
+            .await
+    }
+}
+
+/// A message to queue.
+struct NewMessage<'a> {
+    account: &'a str,
+    incident: &'a str,
+    user: &'a str,
+    /// `None`: the user's sign-in address.
+    contact: Option<String>,
+    reason: &'static str,
+    channel: &'static str,
+    address: String,
+    due: Millis,
+}
+
+/// A page to turn into messages: account, incident, why, whom.
+pub(crate) type PageRow<'a> = (&'a str, &'a str, PageReason, &'a str);
+
+/// Queues the messages of `pages`, decided at `now`, per each user's
+/// contacts and notification rules. Returns whether any was queued (the
+/// caller records `Change::MessagesQueued`).
+pub(crate) async fn enqueue_pages(
+    db: &mut impl Db,
+    pages: &[PageRow<'_>],
+    now: Millis,
+) -> Result<bool> {
+    if pages.is_empty() {
+        return Ok(false);
+    }
+    let mut users: Vec<&str> = pages.iter().map(|p| p.3).collect();
+    users.sort_unstable();
+    users.dedup();
+    let mut q = query("SELECT id, user_id, type, address FROM contacts WHERE user_id IN ");
+    q.push_list(&users);
+    let contacts: Vec<(String, String, String, String)> = db.fetch_all(q).await?;
+    let mut q =
+        query("SELECT user_id, contact_id, start_delay FROM notification_rules WHERE user_id IN ");
+    q.push_list(&users);
+    let rules: Vec<(String, String, i64)> = db.fetch_all(q).await?;
+    let mut q = query("SELECT id, email FROM users WHERE id IN ");
+    q.push_list(&users);
+    let emails: HashMap<String, String> = db
+        .fetch_all::<(String, String)>(q)
+        .await?
+        .into_iter()
+        .collect();
+    let mut rows: Vec<NewMessage<'_>> = Vec::new();
+    for &(account, incident, reason, user) in pages {
+        let mine: Vec<&(String, String, String, String)> =
+            contacts.iter().filter(|c| c.1 == user).collect();
+        if mine.is_empty() {
+            if let Some(email) = emails.get(user) {
+                rows.push(NewMessage {
+                    account,
+                    incident,
+                    user,
+                    contact: None,
+                    reason: reason.as_str(),
+                    channel: "email",
+                    address: email.clone(),
+                    due: now,
+                });
+            }
+            continue;
+        }
+        let refs: Vec<ContactRef> = mine
+            .iter()
+            .filter_map(|c| {
+                ContactType::parse(&c.2).map(|kind| ContactRef {
+                    id: c.0.clone(),
+                    kind,
+                })
+            })
+            .collect();
+        let specs: Vec<NotificationRuleSpec> = rules
+            .iter()
+            .filter(|r| r.0 == user)
+            .map(|r| NotificationRuleSpec {
+                contact_id: r.1.clone(),
+                start_delay: r.2,
+            })
+            .collect();
+        for m in expand(now, &specs, &refs) {
+            let Some(c) = mine.iter().find(|c| c.0 == m.contact_id) else {
+                continue;
+            };
+            rows.push(NewMessage {
+                account,
+                incident,
+                user,
+                contact: Some(m.contact_id),
+                reason: reason.as_str(),
+                channel: m.kind.as_str(),
+                address: c.3.clone(),
+                due: m.due_at,
+            });
+        }
+    }
+    if rows.is_empty() {
+        return Ok(false);
+    }
+    for chunk in rows.chunks(500) {
+        let ids: Vec<String> = chunk.iter().map(|_| new_id()).collect();
+        let mut q = query(
+            "INSERT INTO outbox (id, account_id, incident_id, user_id, contact_id, reason, channel, address,
+                status, attempts, page_at, due_at, created_at, updated_at) VALUES ",
+        );
+        for (i, (m, id)) in chunk.iter().zip(&ids).enumerate() {
+            push_row(&mut q, i, |q| {
+                q.push_bind(id)
+                    .push(", ")
+                    .push_bind(m.account)
+                    .push(", ")
+                    .push_bind(m.incident)
+                    .push(", ")
+                    .push_bind(m.user)
+                    .push(", ")
+                    .push_bind(&m.contact)
+                    .push(", ")
+                    .push_bind(m.reason)
+                    .push(", ")
+                    .push_bind(m.channel)
+                    .push(", ")
+                    .push_bind(&m.address)
+                    .push(", 'queued', 0, ")
+                    .push_bind(&now)
+                    .push(", ")
+                    .push_bind(&m.due)
+                    .push(", ")
+                    .push_bind(&now)
+                    .push(", ")
+                    .push_bind(&now);
+            });
+        }
+        db.execute(q).await?;
+    }
+    Ok(true)
+}
+
+/// Cancels queued pages of an incident, in the transaction that changed
+/// it: all of them (`keep: None`) when it was acknowledged or resolved, or
+/// all but the new assignee's when it was reassigned.
+pub(crate) async fn cancel_pages(
+    db: &mut impl Db,
+    incident: &str,
+    keep: Option<&str>,
+    now: Millis,
+) -> Result<()> {
+    let q = match keep {
+        None => query(
+            "UPDATE outbox SET status = 'cancelled', updated_at = $1
+             WHERE status = 'queued' AND incident_id = $2",
+        )
+        .bind(&now)
+        .bind(incident),
+        Some(user) => query(
+            "UPDATE outbox SET status = 'cancelled', updated_at = $1
+             WHERE status = 'queued' AND incident_id = $2 AND user_id <> $3",
+        )
+        .bind(&now)
+        .bind(incident)
+        .bind(user),
+    };
+    db.execute(q).await?;
+    Ok(())
+}
+
+/// Writes a fired batch's outbox changes: cancellations first, then the
+/// new pages. Returns whether messages were queued.
+pub(crate) async fn write_batch_pages(
+    db: &mut impl Db,
+    batch: &crate::plan::BatchPlan,
+    now: Millis,
+) -> Result<bool> {
+    for (incident, keep) in &batch.stop_pages {
+        cancel_pages(db, incident, keep.as_deref(), now).await?;
+    }
+    let pages: Vec<PageRow<'_>> = batch
+        .pages
+        .iter()
+        .map(|(account, incident, reason, user)| {
+            (account.as_str(), incident.as_str(), *reason, user.as_str())
+        })
+        .collect();
+    enqueue_pages(db, &pages, now).await
+}
