@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use klaxon_core::time::Millis;
 use klaxon_store::{OutgoingMessage, SendOutcome, Store};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::clock::Clock;
 
@@ -93,17 +93,23 @@ pub async fn run(
     notifier: Arc<dyn Notifier>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let owner = format!(
-        "sender-{}",
-        klaxon_core::id::random_hex(&mut rand::rng(), 8)
-    );
+    let owner = format!("sender-{}", klaxon_core::id::random_hex(&mut rand::rng(), 8));
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
+    // Outcomes are recorded by one task, as many per transaction as have
+    // come in meanwhile (one commit for a burst, not one per message).
+    let (done, outcomes) = mpsc::unbounded_channel();
+    let recorder = tokio::spawn(record_outcomes(
+        store.clone(),
+        clock.clone(),
+        owner.clone(),
+        outcomes,
+    ));
     tracing::info!(%owner, "sender started");
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let wait = match round(&store, &clock, &notifier, &owner, &limit).await {
+        let wait = match round(&store, &clock, &notifier, &owner, &limit, &done).await {
             Ok(claimed) if claimed as i64 >= BATCH => Duration::ZERO,
             Ok(_) => next_wait(&*store, &clock).await.unwrap_or(FALLBACK_POLL),
             Err(err) => {
@@ -120,10 +126,15 @@ pub async fn run(
             _ = shutdown.changed() => {}
         }
     }
-    // Let sends in flight finish and record their outcome.
+    // Let sends in flight finish, then record their outcomes.
     let _ = limit.acquire_many(CONCURRENCY as u32).await;
+    drop(done);
+    let _ = recorder.await;
     tracing::info!("sender stopped");
 }
+
+/// A send's outcome, on its way to the store.
+type Outcome = (String, SendOutcome);
 
 /// Claims what is due and starts sending it; returns how many were claimed.
 async fn round(
@@ -132,6 +143,7 @@ async fn round(
     notifier: &Arc<dyn Notifier>,
     owner: &str,
     limit: &Arc<Semaphore>,
+    done: &mpsc::UnboundedSender<Outcome>,
 ) -> klaxon_store::Result<usize> {
     let now = clock.now_ms();
     let claimed = store
@@ -142,28 +154,33 @@ async fn round(
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
         };
-        let (store, clock, notifier, owner) = (
-            store.clone(),
-            clock.clone(),
-            notifier.clone(),
-            owner.to_owned(),
-        );
+        let (clock, notifier, done) = (clock.clone(), notifier.clone(), done.clone());
         tokio::spawn(async move {
-            deliver(&*store, &clock, &*notifier, &owner, &message).await;
+            let outcome = send(&*notifier, &clock, &message).await;
+            let _ = done.send((message.id, outcome));
             drop(permit);
         });
     }
     Ok(count)
 }
 
-/// Sends one claimed message and records the outcome.
-async fn deliver(
-    store: &dyn Store,
-    clock: &Clock,
-    notifier: &dyn Notifier,
-    owner: &str,
-    message: &OutgoingMessage,
+/// Records outcomes as they come, each burst in one transaction, until
+/// every sender of outcomes is gone.
+async fn record_outcomes(
+    store: Arc<dyn Store>,
+    clock: Clock,
+    owner: String,
+    mut outcomes: mpsc::UnboundedReceiver<Outcome>,
 ) {
+    let mut batch = Vec::new();
+    while outcomes.recv_many(&mut batch, 256).await > 0 {
+        record(&*store, &clock, &owner, &batch).await;
+        batch.clear();
+    }
+}
+
+/// Sends one claimed message; the outcome to record.
+async fn send(notifier: &dyn Notifier, clock: &Clock, message: &OutgoingMessage) -> SendOutcome {
     let mut outcome = notifier.send(message, clock.now_ms()).await;
     if let SendOutcome::Retry { error, .. } = &outcome {
         if message.attempts >= MAX_ATTEMPTS {
@@ -181,15 +198,25 @@ async fn deliver(
             tracing::error!(message = %message.id, channel = %message.channel, %error, "send failed for good")
         }
     }
-    match store
-        .finish_message(&message.id, owner, &outcome, clock.now_ms())
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(message = %message.id, "the lease ran out before the send finished; another sender owns it")
+    outcome
+}
+
+/// Writes outcomes to the store (retrying while the database is away: a
+/// send that happened must not be sent again for want of its record).
+async fn record(store: &dyn Store, clock: &Clock, owner: &str, outcomes: &[Outcome]) {
+    loop {
+        match store.finish_messages(owner, outcomes, clock.now_ms()).await {
+            Ok(lost) => {
+                for id in lost {
+                    tracing::warn!(message = %id, "the lease ran out before the send was recorded; another sender owns it");
+                }
+                return;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, count = outcomes.len(), "cannot record sends; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
-        Err(err) => tracing::error!(message = %message.id, error = %err, "cannot record a send"),
     }
 }
 
@@ -208,11 +235,16 @@ pub async fn run_due(
         let claimed = store
             .claim_messages(owner, now, now + LEASE_MS, BATCH)
             .await?;
-        for message in &claimed {
-            deliver(store, clock, notifier, owner, message).await;
+        let mut outcomes = Vec::with_capacity(claimed.len());
+        for message in claimed {
+            let outcome = send(notifier, clock, &message).await;
+            outcomes.push((message.id, outcome));
         }
-        total += claimed.len();
-        if (claimed.len() as i64) < BATCH {
+        store
+            .finish_messages(owner, &outcomes, clock.now_ms())
+            .await?;
+        total += outcomes.len();
+        if (outcomes.len() as i64) < BATCH {
             return Ok(total);
         }
     }

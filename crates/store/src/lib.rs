@@ -697,15 +697,15 @@ pub trait OutboxStore: Send + Sync {
         limit: i64,
     ) -> Result<Vec<OutgoingMessage>>;
 
-    /// Records a send's outcome; `false` if `owner` no longer held the
-    /// message (its lease ran out and another sender took it).
-    async fn finish_message(
+    /// Records sends' outcomes, in one transaction; returns the ids of the
+    /// messages `owner` no longer held (their lease ran out and another
+    /// sender took them), whose outcome was not recorded.
+    async fn finish_messages(
         &self,
-        id: &str,
         owner: &str,
-        outcome: &SendOutcome,
+        outcomes: &[(String, SendOutcome)],
         now: Millis,
-    ) -> Result<bool>;
+    ) -> Result<Vec<String>>;
 
     /// When the next message comes due (or a lease runs out).
     async fn next_message_due(&self) -> Result<Option<Millis>>;

@@ -156,54 +156,63 @@ impl<B: Backend + OutboxWake> OutboxStore for B {
         Ok(claimed)
     }
 
-    async fn finish_message(
+    async fn finish_messages(
         &self,
-        id: &str,
         owner: &str,
-        outcome: &SendOutcome,
+        outcomes: &[(String, SendOutcome)],
         now: Millis,
-    ) -> Result<bool> {
+    ) -> Result<Vec<String>> {
         use super::Write;
-        let (status, provider_id, error, due_at, sent_at) = match outcome {
-            SendOutcome::Sent {
-                provider_id,
-                delivered,
-            } => (
-                if *delivered { "delivered" } else { "sent" },
-                provider_id.as_deref(),
-                None,
-                None,
-                Some(now),
-            ),
-            SendOutcome::Retry { error, at } => {
-                ("queued", None, Some(error.as_str()), Some(*at), None)
-            }
-            SendOutcome::Failed { error } => ("failed", None, Some(error.as_str()), None, None),
-        };
         let mut tx = self.write().await?;
-        let done = tx
-            .execute(
-                query(
-                    "UPDATE outbox SET status = $1, provider_id = COALESCE($2, provider_id),
-                        error = $3, due_at = COALESCE($4, due_at), sent_at = $5,
-                        lease_owner = NULL, lease_until = NULL, updated_at = $6
-                     WHERE id = $7 AND lease_owner = $8 AND status = 'sending'",
+        let mut lost = Vec::new();
+        let mut requeued = false;
+        for (id, outcome) in outcomes {
+            let (status, provider_id, error, due_at, sent_at) = match outcome {
+                SendOutcome::Sent {
+                    provider_id,
+                    delivered,
+                } => (
+                    if *delivered { "delivered" } else { "sent" },
+                    provider_id.as_deref(),
+                    None,
+                    None,
+                    Some(now),
+                ),
+                SendOutcome::Retry { error, at } => {
+                    ("queued", None, Some(error.as_str()), Some(*at), None)
+                }
+                SendOutcome::Failed { error } => {
+                    ("failed", None, Some(error.as_str()), None, None)
+                }
+            };
+            requeued |= due_at.is_some();
+            let done = tx
+                .execute(
+                    query(
+                        "UPDATE outbox SET status = $1, provider_id = COALESCE($2, provider_id),
+                            error = $3, due_at = COALESCE($4, due_at), sent_at = $5,
+                            lease_owner = NULL, lease_until = NULL, updated_at = $6
+                         WHERE id = $7 AND lease_owner = $8 AND status = 'sending'",
+                    )
+                    .bind(status)
+                    .bind(&provider_id)
+                    .bind(&error)
+                    .bind(&due_at)
+                    .bind(&sent_at)
+                    .bind(&now)
+                    .bind(id)
+                    .bind(owner),
                 )
-                .bind(status)
-                .bind(&provider_id)
-                .bind(&error)
-                .bind(&due_at)
-                .bind(&sent_at)
-                .bind(&now)
-                .bind(id)
-                .bind(owner),
-            )
-            .await?;
-        if due_at.is_some() {
+                .await?;
+            if done == 0 {
+                lost.push(id.clone());
+            }
+        }
+        if requeued {
             tx.record(super::Change::MessagesQueued);
         }
         tx.commit().await?;
-        Ok(done > 0)
+        Ok(lost)
     }
 
     async fn next_message_due(&self) -> Result<Option<Millis>> {
