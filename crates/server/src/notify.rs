@@ -93,7 +93,10 @@ pub async fn run(
     notifier: Arc<dyn Notifier>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let owner = format!("sender-{}", klaxon_core::id::random_hex(&mut rand::rng(), 8));
+    let owner = format!(
+        "sender-{}",
+        klaxon_core::id::random_hex(&mut rand::rng(), 8)
+    );
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
     // Outcomes are recorded by one task, as many per transaction as have
     // come in meanwhile (one commit for a burst, not one per message).

@@ -181,9 +181,7 @@ impl<B: Backend + OutboxWake> OutboxStore for B {
                 SendOutcome::Retry { error, at } => {
                     ("queued", None, Some(error.as_str()), Some(*at), None)
                 }
-                SendOutcome::Failed { error } => {
-                    ("failed", None, Some(error.as_str()), None, None)
-                }
+                SendOutcome::Failed { error } => ("failed", None, Some(error.as_str()), None, None),
             };
             requeued |= due_at.is_some();
             let done = tx
