@@ -53,8 +53,15 @@ async fn sigkill_mid_storm_keeps_every_answered_incident(backend: Backend) {
             }
         }));
     }
-    // Let the storm run, then kill the process without warning.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Let the storm run (every client answered at least once, however
+    // slow the machine), then kill the process without warning.
+    let started = std::time::Instant::now();
+    while answered.lock().expect("not poisoned").len() < 4 * CLIENTS
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     server.kill();
     for client in clients {
         client.await.expect("client task");
