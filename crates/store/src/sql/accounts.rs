@@ -15,7 +15,7 @@ use klaxon_core::time::Millis;
 use serde_json::{json, Value};
 
 use super::row::from_row;
-use super::{found, insert_event, query, taken, Backend, Db, NewEvent, Write};
+use super::{audit, found, query, taken, Backend, Db, Write};
 use crate::util::new_id;
 use crate::{
     Account, AccountStore, Actor, ApiToken, Layer, Principal, Result, StoreError, User, UserInput,
@@ -84,19 +84,14 @@ impl<B: Backend> AccountStore for B {
         let user = insert_user(&mut tx, &account.id, owner, now).await?;
         let token =
             insert_token(&mut tx, &account.id, &user.id, "default", token_hash, now).await?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id: &account.id,
-                action: "account.create",
-                source_type: "account",
-                source_id: &account.id,
-                actor: &Actor::User(user.id.clone()),
-                changeset: &json!({"name": name}),
-                now,
-            },
-        )
-        .await?;
+        audit(&account.id, &Actor::User(user.id.clone()), now)
+            .event(
+                &mut tx,
+                "account.create",
+                ("account", &account.id),
+                &json!({"name": name}),
+            )
+            .await?;
         tx.commit().await?;
         Ok((account, user, token))
     }
@@ -159,19 +154,14 @@ impl<B: Backend> AccountStore for B {
     ) -> Result<ApiToken> {
         let mut tx = self.write().await?;
         let token = insert_token(&mut tx, account_id, user_id, name, token_hash, now).await?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "token.create",
-                source_type: "token",
-                source_id: &token.id,
-                actor: &Actor::User(user_id.to_owned()),
-                changeset: &json!({"name": name}),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, &Actor::User(user_id.to_owned()), now)
+            .event(
+                &mut tx,
+                "token.create",
+                ("token", &token.id),
+                &json!({"name": name}),
+            )
+            .await?;
         tx.commit().await?;
         Ok(token)
     }
@@ -208,19 +198,9 @@ impl<B: Backend> AccountStore for B {
             )
             .await?;
         found(done)?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "token.delete",
-                source_type: "token",
-                source_id: token_id,
-                actor: &Actor::User(user_id.to_owned()),
-                changeset: &json!({}),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, &Actor::User(user_id.to_owned()), now)
+            .event(&mut tx, "token.delete", ("token", token_id), &json!({}))
+            .await?;
         tx.commit().await
     }
 
@@ -233,19 +213,14 @@ impl<B: Backend> AccountStore for B {
     ) -> Result<User> {
         let mut tx = self.write().await?;
         let user = insert_user(&mut tx, account_id, input, now).await?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "user.create",
-                source_type: "user",
-                source_id: &user.id,
-                actor,
-                changeset: &user_changeset(&user),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "user.create",
+                ("user", &user.id),
+                &user_changeset(&user),
+            )
+            .await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -314,19 +289,9 @@ impl<B: Backend> AccountStore for B {
             .await
             .map_err(taken("email"))?
             .ok_or(StoreError::NotFound)?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "user.update",
-                source_type: "user",
-                source_id: id,
-                actor,
-                changeset: changes,
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(&mut tx, "user.update", ("user", id), changes)
+            .await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -386,19 +351,9 @@ impl<B: Backend> AccountStore for B {
                 .bind(id),
         )
         .await?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "user.delete",
-                source_type: "user",
-                source_id: id,
-                actor,
-                changeset: &json!({}),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(&mut tx, "user.delete", ("user", id), &json!({}))
+            .await?;
         tx.commit().await
     }
 }

@@ -20,7 +20,7 @@ use klaxon_core::time::Millis;
 use serde_json::{json, Value};
 
 use super::row::from_row;
-use super::{insert_event, query, Backend, Db, NewEvent, Write};
+use super::{audit, query, Backend, Db, Write};
 use crate::util::new_id;
 use crate::{
     Actor, Contact, ContactInput, ContactStore, NotificationRule, NotificationRuleInput, Result,
@@ -126,19 +126,14 @@ impl<B: Backend> ContactStore for B {
         let changeset = json!({
             "user_id": user_id, "type": contact.kind, "label": contact.label, "address": contact.address,
         });
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "contact.create",
-                source_type: "contact",
-                source_id: &contact.id,
-                actor,
-                changeset: &changeset,
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "contact.create",
+                ("contact", &contact.id),
+                &changeset,
+            )
+            .await?;
         tx.commit().await?;
         Ok(contact)
     }
@@ -171,19 +166,9 @@ impl<B: Backend> ContactStore for B {
             )
             .await?
             .ok_or(StoreError::NotFound)?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "contact.update",
-                source_type: "contact",
-                source_id: id,
-                actor,
-                changeset: changes,
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(&mut tx, "contact.update", ("contact", id), changes)
+            .await?;
         tx.commit().await?;
         Ok(contact)
     }
@@ -221,19 +206,14 @@ impl<B: Backend> ContactStore for B {
             .await?;
         let rule_changes = json!({"user_id": user_id, "contact_id": id});
         for (rule_id,) in &rules {
-            insert_event(
-                &mut tx,
-                NewEvent {
-                    account_id,
-                    action: "notification_rule.delete",
-                    source_type: "notification_rule",
-                    source_id: rule_id,
-                    actor,
-                    changeset: &rule_changes,
-                    now,
-                },
-            )
-            .await?;
+            audit(account_id, actor, now)
+                .event(
+                    &mut tx,
+                    "notification_rule.delete",
+                    ("notification_rule", rule_id),
+                    &rule_changes,
+                )
+                .await?;
         }
         tx.execute(
             query("DELETE FROM contacts WHERE account_id = $1 AND id = $2")
@@ -241,19 +221,14 @@ impl<B: Backend> ContactStore for B {
                 .bind(id),
         )
         .await?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "contact.delete",
-                source_type: "contact",
-                source_id: id,
-                actor,
-                changeset: &json!({"user_id": user_id}),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "contact.delete",
+                ("contact", id),
+                &json!({"user_id": user_id}),
+            )
+            .await?;
         tx.commit().await
     }
 
@@ -330,19 +305,14 @@ impl<B: Backend> ContactStore for B {
         let changeset = json!({
             "user_id": user_id, "contact_id": rule.contact_id, "start_delay": rule.start_delay,
         });
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "notification_rule.create",
-                source_type: "notification_rule",
-                source_id: &rule.id,
-                actor,
-                changeset: &changeset,
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "notification_rule.create",
+                ("notification_rule", &rule.id),
+                &changeset,
+            )
+            .await?;
         tx.commit().await?;
         Ok(rule)
     }
@@ -387,19 +357,14 @@ impl<B: Backend> ContactStore for B {
                 .bind(id),
             )
             .await?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "notification_rule.update",
-                source_type: "notification_rule",
-                source_id: id,
-                actor,
-                changeset: changes,
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "notification_rule.update",
+                ("notification_rule", id),
+                changes,
+            )
+            .await?;
         tx.commit().await?;
         Ok(rule)
     }
@@ -425,19 +390,14 @@ impl<B: Backend> ContactStore for B {
             )
             .await?;
         let (contact_id,) = gone.ok_or(StoreError::NotFound)?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "notification_rule.delete",
-                source_type: "notification_rule",
-                source_id: id,
-                actor,
-                changeset: &json!({"user_id": user_id, "contact_id": contact_id}),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "notification_rule.delete",
+                ("notification_rule", id),
+                &json!({"user_id": user_id, "contact_id": contact_id}),
+            )
+            .await?;
         tx.commit().await
     }
 }

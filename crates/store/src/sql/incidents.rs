@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::row::from_row;
 use super::timers::{apply_change, load_policy_context};
-use super::{found, insert_event, query, Backend, Change, Db, NewEvent, Query, Write};
+use super::{audit, found, query, Backend, Change, Db, Query, Write};
 use crate::plan::plan;
 use crate::util::like_pattern;
 use crate::{
@@ -170,19 +170,14 @@ impl<B: Backend + Triggers> IncidentStore for B {
             .bind(id),
         )
         .await?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "incident.update",
-                source_type: "incident",
-                source_id: id,
-                actor,
-                changeset: &Value::Object(changes),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "incident.update",
+                ("incident", id),
+                &Value::Object(changes),
+            )
+            .await?;
         let incident = fetch(&mut tx, account_id, id).await?;
         tx.record(Change::MessageChanged {
             id: id.to_owned(),
@@ -235,19 +230,9 @@ impl<B: Backend + Triggers> IncidentStore for B {
             )
             .await?;
         found(done)?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "incident.delete",
-                source_type: "incident",
-                source_id: id,
-                actor,
-                changeset: &json!({}),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(&mut tx, "incident.delete", ("incident", id), &json!({}))
+            .await?;
         tx.record(Change::IncidentClosed { id: id.to_owned() });
         tx.commit().await
     }

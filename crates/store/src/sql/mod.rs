@@ -378,38 +378,54 @@ pub(crate) fn found(rows: u64) -> Result<()> {
     }
 }
 
-/// One audit event to write in the caller's transaction.
-pub(crate) struct NewEvent<'a> {
+/// Who writes audit events, for whom and when: what every event of one
+/// store call shares.
+#[derive(Clone, Copy)]
+pub(crate) struct Audit<'a> {
     pub account_id: &'a str,
-    pub action: &'a str,
-    pub source_type: &'a str,
-    pub source_id: &'a str,
     pub actor: &'a Actor,
-    pub changeset: &'a Value,
     pub now: Millis,
 }
 
-/// Writes one audit event inside the caller's transaction.
-pub(crate) async fn insert_event(db: &mut impl Db, e: NewEvent<'_>) -> Result<()> {
-    let (actor_type, actor_id) = e.actor.parts();
-    let id = new_id();
-    db.execute(
-        query(
-            "INSERT INTO events (id, account_id, action, source_type, source_id, actor_type, actor_id, changeset, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+/// The audit context of one store call.
+pub(crate) fn audit<'a>(account_id: &'a str, actor: &'a Actor, now: Millis) -> Audit<'a> {
+    Audit {
+        account_id,
+        actor,
+        now,
+    }
+}
+
+impl Audit<'_> {
+    /// Writes one audit event inside the caller's transaction: `action`
+    /// on `source` (type, id) with its changeset.
+    pub(crate) async fn event(
+        self,
+        db: &mut impl Db,
+        action: &str,
+        (source_type, source_id): (&str, &str),
+        changeset: &Value,
+    ) -> Result<()> {
+        let (actor_type, actor_id) = self.actor.parts();
+        let id = new_id();
+        db.execute(
+            query(
+                "INSERT INTO events (id, account_id, action, source_type, source_id, actor_type, actor_id, changeset, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&id)
+            .bind(self.account_id)
+            .bind(action)
+            .bind(source_type)
+            .bind(source_id)
+            .bind(actor_type)
+            .bind(&actor_id)
+            .bind(changeset)
+            .bind(&self.now),
         )
-        .bind(&id)
-        .bind(e.account_id)
-        .bind(e.action)
-        .bind(e.source_type)
-        .bind(e.source_id)
-        .bind(actor_type)
-        .bind(&actor_id)
-        .bind(e.changeset)
-        .bind(&e.now),
-    )
-    .await?;
-    Ok(())
+        .await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use klaxon_core::time::Millis;
 use serde_json::{json, Value};
 
 use super::row::from_row;
-use super::{found, insert_event, query, taken, Backend, Db, NewEvent, Write};
+use super::{audit, found, query, taken, Backend, Db, Write};
 use crate::util::new_id;
 use crate::{Actor, Policy, PolicyRule, PolicyStore, Result, RuleInput, StoreError};
 
@@ -100,19 +100,14 @@ impl<B: Backend> PolicyStore for B {
             )
             .await
             .map_err(taken("name"))?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "policy.create",
-                source_type: "policy",
-                source_id: &policy.id,
-                actor,
-                changeset: &json!({"name": name, "loop_limit": loop_limit}),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "policy.create",
+                ("policy", &policy.id),
+                &json!({"name": name, "loop_limit": loop_limit}),
+            )
+            .await?;
         tx.commit().await?;
         Ok(policy)
     }
@@ -174,19 +169,9 @@ impl<B: Backend> PolicyStore for B {
             .await
             .map_err(taken("name"))?
             .ok_or(StoreError::NotFound)?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "policy.update",
-                source_type: "policy",
-                source_id: id,
-                actor,
-                changeset: changes,
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(&mut tx, "policy.update", ("policy", id), changes)
+            .await?;
         tx.commit().await?;
         Ok(policy)
     }
@@ -223,19 +208,9 @@ impl<B: Backend> PolicyStore for B {
             )
             .await?;
         found(done)?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "policy.delete",
-                source_type: "policy",
-                source_id: id,
-                actor,
-                changeset: &json!({}),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(&mut tx, "policy.delete", ("policy", id), &json!({}))
+            .await?;
         tx.commit().await
     }
 
@@ -299,19 +274,14 @@ impl<B: Backend> PolicyStore for B {
             "escalation_timeout": rule.escalation_timeout,
             "assignment": {"type": rule.assignment_type, "id": rule.assignee_id},
         });
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "policy_rule.create",
-                source_type: "policy_rule",
-                source_id: &rule.id,
-                actor,
-                changeset: &changes,
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "policy_rule.create",
+                ("policy_rule", &rule.id),
+                &changes,
+            )
+            .await?;
         tx.commit().await?;
         Ok(rule)
     }
@@ -346,19 +316,9 @@ impl<B: Backend> PolicyStore for B {
             )
             .await?
             .ok_or(StoreError::NotFound)?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "policy_rule.update",
-                source_type: "policy_rule",
-                source_id: id,
-                actor,
-                changeset: changes,
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(&mut tx, "policy_rule.update", ("policy_rule", id), changes)
+            .await?;
         tx.commit().await?;
         Ok(rule)
     }
@@ -391,19 +351,14 @@ impl<B: Backend> PolicyStore for B {
                 .bind(&position),
         )
         .await?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "policy_rule.delete",
-                source_type: "policy_rule",
-                source_id: id,
-                actor,
-                changeset: &json!({"policy_id": policy_id}),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "policy_rule.delete",
+                ("policy_rule", id),
+                &json!({"policy_id": policy_id}),
+            )
+            .await?;
         tx.commit().await
     }
 
@@ -432,19 +387,14 @@ impl<B: Backend> PolicyStore for B {
             .await?;
         }
         let before_ids: Vec<&str> = before.iter().map(|r| r.id.as_str()).collect();
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "policy.sort_rules",
-                source_type: "policy",
-                source_id: policy_id,
-                actor,
-                changeset: &json!({"rule_ids": [before_ids, rule_ids]}),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "policy.sort_rules",
+                ("policy", policy_id),
+                &json!({"rule_ids": [before_ids, rule_ids]}),
+            )
+            .await?;
         let after = rules_of(&mut tx, account_id, policy_id).await?;
         tx.commit().await?;
         Ok(after)

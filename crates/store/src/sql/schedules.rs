@@ -19,7 +19,7 @@ use klaxon_core::time::Millis;
 use serde_json::{json, Value};
 
 use super::row::from_row;
-use super::{found, insert_event, query, taken, Backend, Db, NewEvent, Query, Write};
+use super::{audit, found, query, taken, Backend, Db, Query, Write};
 use crate::util::new_id;
 use crate::{
     Actor, Layer, LayerInput, Result, Schedule, ScheduleData, ScheduleOverride, ScheduleStore,
@@ -128,19 +128,14 @@ impl<B: Backend> ScheduleStore for B {
             )
             .await
             .map_err(taken("name"))?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "schedule.create",
-                source_type: "schedule",
-                source_id: &schedule.id,
-                actor,
-                changeset: &json!({"name": name, "time_zone": time_zone}),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "schedule.create",
+                ("schedule", &schedule.id),
+                &json!({"name": name, "time_zone": time_zone}),
+            )
+            .await?;
         tx.commit().await?;
         Ok(schedule)
     }
@@ -190,19 +185,9 @@ impl<B: Backend> ScheduleStore for B {
             )
             .await
             .map_err(taken("name"))?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "schedule.update",
-                source_type: "schedule",
-                source_id: id,
-                actor,
-                changeset: changes,
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(&mut tx, "schedule.update", ("schedule", id), changes)
+            .await?;
         tx.commit().await?;
         Ok(schedule)
     }
@@ -241,19 +226,9 @@ impl<B: Backend> ScheduleStore for B {
             )
             .await?;
         found(done)?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "schedule.delete",
-                source_type: "schedule",
-                source_id: id,
-                actor,
-                changeset: &json!({}),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(&mut tx, "schedule.delete", ("schedule", id), &json!({}))
+            .await?;
         tx.commit().await
     }
 
@@ -298,19 +273,14 @@ impl<B: Backend> ScheduleStore for B {
                 .bind(&now),
             )
             .await?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "schedule.layer_create",
-                source_type: "schedule",
-                source_id: schedule_id,
-                actor,
-                changeset: &crate::util::layer_changeset(&layer),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "schedule.layer_create",
+                ("schedule", schedule_id),
+                &crate::util::layer_changeset(&layer),
+            )
+            .await?;
         tx.commit().await?;
         Ok(layer)
     }
@@ -350,19 +320,14 @@ impl<B: Backend> ScheduleStore for B {
                 .bind(id),
             )
             .await?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "schedule.layer_update",
-                source_type: "schedule",
-                source_id: schedule_id,
-                actor,
-                changeset: changes,
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "schedule.layer_update",
+                ("schedule", schedule_id),
+                changes,
+            )
+            .await?;
         tx.commit().await?;
         Ok(layer)
     }
@@ -396,19 +361,14 @@ impl<B: Backend> ScheduleStore for B {
             .bind(&position),
         )
         .await?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "schedule.layer_delete",
-                source_type: "schedule",
-                source_id: schedule_id,
-                actor,
-                changeset: &json!({"layer_id": id}),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "schedule.layer_delete",
+                ("schedule", schedule_id),
+                &json!({"layer_id": id}),
+            )
+            .await?;
         tx.commit().await
     }
 
@@ -473,21 +433,16 @@ impl<B: Backend> ScheduleStore for B {
                 .bind(&now),
             )
             .await?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "schedule.override_create",
-                source_type: "schedule",
-                source_id: schedule_id,
-                actor,
-                changeset: &json!({
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "schedule.override_create",
+                ("schedule", schedule_id),
+                &json!({
                     "override_id": o.id, "user_id": user_id, "start_at": start_at, "end_at": end_at,
                 }),
-                now,
-            },
-        )
-        .await?;
+            )
+            .await?;
         tx.commit().await?;
         Ok(o)
     }
@@ -512,19 +467,14 @@ impl<B: Backend> ScheduleStore for B {
             )
             .await?;
         found(done)?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "schedule.override_delete",
-                source_type: "schedule",
-                source_id: schedule_id,
-                actor,
-                changeset: &json!({"override_id": id}),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "schedule.override_delete",
+                ("schedule", schedule_id),
+                &json!({"override_id": id}),
+            )
+            .await?;
         tx.commit().await
     }
 

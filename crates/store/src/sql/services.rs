@@ -5,7 +5,7 @@ use klaxon_core::time::Millis;
 use serde_json::{json, Value};
 
 use super::row::from_row;
-use super::{found, insert_event, query, taken, Backend, Change, Db, NewEvent, Write};
+use super::{audit, found, query, taken, Backend, Change, Db, Write};
 use crate::util::new_id;
 use crate::{Actor, IntegrationTarget, Result, Service, ServiceInput, ServiceStore, StoreError};
 
@@ -88,19 +88,9 @@ impl<B: Backend + ServiceLookup> ServiceStore for B {
             "name": input.name, "description": input.description, "policy_id": input.policy_id,
             "acknowledge_timeout": input.acknowledge_timeout, "auto_resolve_timeout": input.auto_resolve_timeout,
         });
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "service.create",
-                source_type: "service",
-                source_id: &id,
-                actor,
-                changeset: &changeset,
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(&mut tx, "service.create", ("service", &id), &changeset)
+            .await?;
         let service = fetch(&mut tx, account_id, &id).await?;
         tx.record(Change::ServiceCreated {
             id,
@@ -159,19 +149,9 @@ impl<B: Backend + ServiceLookup> ServiceStore for B {
             .await
             .map_err(taken("name"))?;
         found(done)?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "service.update",
-                source_type: "service",
-                source_id: id,
-                actor,
-                changeset: changes,
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(&mut tx, "service.update", ("service", id), changes)
+            .await?;
         let service = fetch(&mut tx, account_id, id).await?;
         tx.commit().await?;
         Ok(service)
@@ -193,19 +173,9 @@ impl<B: Backend + ServiceLookup> ServiceStore for B {
             )
             .await?;
         found(done)?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "service.delete",
-                source_type: "service",
-                source_id: id,
-                actor,
-                changeset: &json!({}),
-                now,
-            },
-        )
-        .await?;
+        audit(account_id, actor, now)
+            .event(&mut tx, "service.delete", ("service", id), &json!({}))
+            .await?;
         tx.record(Change::ServiceDeleted { id: id.to_owned() });
         tx.commit().await
     }
@@ -244,23 +214,18 @@ impl<B: Backend + ServiceLookup> ServiceStore for B {
         )
         .await?;
         let enabled = state == "enabled";
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: if enabled {
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                if enabled {
                     "service.enable"
                 } else {
                     "service.disable"
                 },
-                source_type: "service",
-                source_id: id,
-                actor,
-                changeset: &json!({"state": [current, state]}),
-                now,
-            },
-        )
-        .await?;
+                ("service", id),
+                &json!({"state": [current, state]}),
+            )
+            .await?;
         tx.record(Change::ServiceState {
             id: id.to_owned(),
             enabled,
@@ -290,20 +255,15 @@ impl<B: Backend + ServiceLookup> ServiceStore for B {
             )
             .await?;
         found(done)?;
-        insert_event(
-            &mut tx,
-            NewEvent {
-                account_id,
-                action: "service.regenerate_key",
-                source_type: "service",
-                source_id: id,
-                actor,
-                // The key itself is a secret: the audit log records only that it changed.
-                changeset: &json!({"integration_key": "regenerated"}),
-                now,
-            },
-        )
-        .await?;
+        // The key itself is a secret: the audit log records only that it changed.
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "service.regenerate_key",
+                ("service", id),
+                &json!({"integration_key": "regenerated"}),
+            )
+            .await?;
         tx.record(Change::ServiceRekeyed {
             id: id.to_owned(),
             integration_key: key.to_owned(),

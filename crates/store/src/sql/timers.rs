@@ -11,7 +11,7 @@ use klaxon_core::time::{Millis, DAY_MS};
 
 use super::incidents::incident_select;
 use super::row::from_row;
-use super::{insert_event, query, Backend, Change, Db, NewEvent, Query, Write};
+use super::{audit, query, Backend, Change, Db, Query, Write};
 use crate::plan::{self, DueTimer, PolicyContext, ServicePolicyRow};
 use crate::util::{new_id, transition_changeset};
 use crate::{Actor, FiredTimer, Incident, Result, Timer, TimerStore};
@@ -323,17 +323,7 @@ pub(crate) async fn apply_change(
         change.loop_count,
     );
     let action = format!("incident.{}", change.action.as_str());
-    insert_event(
-        db,
-        NewEvent {
-            account_id,
-            action: &action,
-            source_type: "incident",
-            source_id: &before.id,
-            actor,
-            changeset: &changes,
-            now,
-        },
-    )
-    .await
+    audit(account_id, actor, now)
+        .event(db, &action, ("incident", &before.id), &changes)
+        .await
 }
