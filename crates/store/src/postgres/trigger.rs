@@ -24,7 +24,7 @@ use sqlx::types::Json;
 use sqlx::{Connection, PgConnection, Row};
 
 use super::conn::{Pg, PgRowRef};
-use crate::sql::outbox::{enqueue_pages, PageRow};
+use crate::sql::outbox::{enqueue_pages, Page};
 
 use super::timers::CHANNEL;
 use super::{violates, PgStore};
@@ -298,12 +298,18 @@ impl PgStore {
         }
         // As stored: JSONB has its own key order.
         let details: Option<Json<Value>> = row.try_get("details")?;
-        let pages: Vec<PageRow<'_>> = change
+        let pages: Vec<Page<'_>> = change
             .pages
             .iter()
-            .map(|(reason, user)| (account_id, id.as_str(), *reason, user.as_str()))
+            .map(|(reason, user)| Page {
+                account: account_id,
+                incident: &id,
+                reason: *reason,
+                user,
+                at: now,
+            })
             .collect();
-        let queued = enqueue_pages(&mut Pg(&mut *tx), &pages, now).await?;
+        let queued = enqueue_pages(&mut Pg(&mut *tx), &pages).await?;
         if queued {
             sqlx::query("SELECT pg_notify($1, '')")
                 .bind(super::timers::OUTBOX_CHANNEL)

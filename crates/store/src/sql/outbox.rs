@@ -266,96 +266,95 @@ impl<B: Backend + OutboxWake> OutboxStore for B {
 
 /// A message to queue.
 struct NewMessage<'a> {
-    account: &'a str,
-    incident: &'a str,
-    user: &'a str,
+    page: &'a Page<'a>,
     /// `None`: the user's sign-in address.
     contact: Option<String>,
-    reason: &'static str,
     channel: &'static str,
     address: String,
     due: Millis,
 }
 
-/// A page to turn into messages: account, incident, why, whom.
-pub(crate) type PageRow<'a> = (&'a str, &'a str, PageReason, &'a str);
+/// A page to turn into messages: whom to page about which incident, why,
+/// and when it was decided.
+pub(crate) struct Page<'a> {
+    pub account: &'a str,
+    pub incident: &'a str,
+    pub reason: PageReason,
+    pub user: &'a str,
+    pub at: Millis,
+}
 
-/// Queues the messages of `pages`, decided at `now`, per each user's
-/// contacts and notification rules. Returns whether any was queued (the
-/// caller records `Change::MessagesQueued`).
-pub(crate) async fn enqueue_pages(
-    db: &mut impl Db,
-    pages: &[PageRow<'_>],
-    now: Millis,
-) -> Result<bool> {
+/// What a user is paged on: their contacts (id, type, address) and
+/// notification rules.
+#[derive(Default)]
+struct Reach {
+    contacts: Vec<(ContactRef, String)>,
+    rules: Vec<NotificationRuleSpec>,
+    email: Option<String>,
+}
+
+/// Queues the messages of `pages` per each user's contacts and
+/// notification rules (three queries, however many pages and users).
+/// Returns whether any was queued (the caller records
+/// `Change::MessagesQueued`).
+pub(crate) async fn enqueue_pages(db: &mut impl Db, pages: &[Page<'_>]) -> Result<bool> {
     if pages.is_empty() {
         return Ok(false);
     }
-    let mut users: Vec<&str> = pages.iter().map(|p| p.3).collect();
+    let mut users: Vec<&str> = pages.iter().map(|p| p.user).collect();
     users.sort_unstable();
     users.dedup();
+    let mut reach: HashMap<String, Reach> = HashMap::new();
     let mut q = query("SELECT id, user_id, type, address FROM contacts WHERE user_id IN ");
     q.push_list(&users);
-    let contacts: Vec<(String, String, String, String)> = db.fetch_all(q).await?;
+    for (id, user, kind, address) in db.fetch_all::<(String, String, String, String)>(q).await? {
+        if let Some(kind) = ContactType::parse(&kind) {
+            let r = reach.entry(user).or_default();
+            r.contacts.push((ContactRef { id, kind }, address));
+        }
+    }
     let mut q =
         query("SELECT user_id, contact_id, start_delay FROM notification_rules WHERE user_id IN ");
     q.push_list(&users);
-    let rules: Vec<(String, String, i64)> = db.fetch_all(q).await?;
+    for (user, contact_id, start_delay) in db.fetch_all::<(String, String, i64)>(q).await? {
+        let r = reach.entry(user).or_default();
+        r.rules.push(NotificationRuleSpec {
+            contact_id,
+            start_delay,
+        });
+    }
     let mut q = query("SELECT id, email FROM users WHERE id IN ");
     q.push_list(&users);
-    let emails: HashMap<String, String> = db
-        .fetch_all::<(String, String)>(q)
-        .await?
-        .into_iter()
-        .collect();
+    for (user, email) in db.fetch_all::<(String, String)>(q).await? {
+        reach.entry(user).or_default().email = Some(email);
+    }
     let mut rows: Vec<NewMessage<'_>> = Vec::new();
-    for &(account, incident, reason, user) in pages {
-        let mine: Vec<&(String, String, String, String)> =
-            contacts.iter().filter(|c| c.1 == user).collect();
-        if mine.is_empty() {
-            if let Some(email) = emails.get(user) {
+    for page in pages {
+        let Some(r) = reach.get(page.user) else {
+            continue;
+        };
+        if r.contacts.is_empty() {
+            if let Some(email) = &r.email {
                 rows.push(NewMessage {
-                    account,
-                    incident,
-                    user,
+                    page,
                     contact: None,
-                    reason: reason.as_str(),
                     channel: "email",
                     address: email.clone(),
-                    due: now,
+                    due: page.at,
                 });
             }
             continue;
         }
-        let refs: Vec<ContactRef> = mine
-            .iter()
-            .filter_map(|c| {
-                ContactType::parse(&c.2).map(|kind| ContactRef {
-                    id: c.0.clone(),
-                    kind,
-                })
-            })
-            .collect();
-        let specs: Vec<NotificationRuleSpec> = rules
-            .iter()
-            .filter(|r| r.0 == user)
-            .map(|r| NotificationRuleSpec {
-                contact_id: r.1.clone(),
-                start_delay: r.2,
-            })
-            .collect();
-        for m in expand(now, &specs, &refs) {
-            let Some(c) = mine.iter().find(|c| c.0 == m.contact_id) else {
+        let refs: Vec<ContactRef> = r.contacts.iter().map(|(c, _)| c.clone()).collect();
+        for m in expand(page.at, &r.rules, &refs) {
+            let Some((_, address)) = r.contacts.iter().find(|(c, _)| c.id == m.contact_id) else {
                 continue;
             };
             rows.push(NewMessage {
-                account,
-                incident,
-                user,
+                page,
                 contact: Some(m.contact_id),
-                reason: reason.as_str(),
                 channel: m.kind.as_str(),
-                address: c.3.clone(),
+                address: address.clone(),
                 due: m.due_at,
             });
         }
@@ -373,27 +372,27 @@ pub(crate) async fn enqueue_pages(
             push_row(&mut q, i, |q| {
                 q.push_bind(id)
                     .push(", ")
-                    .push_bind(m.account)
+                    .push_bind(m.page.account)
                     .push(", ")
-                    .push_bind(m.incident)
+                    .push_bind(m.page.incident)
                     .push(", ")
-                    .push_bind(m.user)
+                    .push_bind(m.page.user)
                     .push(", ")
                     .push_bind(&m.contact)
                     .push(", ")
-                    .push_bind(m.reason)
+                    .push_bind(m.page.reason.as_str())
                     .push(", ")
                     .push_bind(m.channel)
                     .push(", ")
                     .push_bind(&m.address)
                     .push(", 'queued', 0, ")
-                    .push_bind(&now)
+                    .push_bind(&m.page.at)
                     .push(", ")
                     .push_bind(&m.due)
                     .push(", ")
-                    .push_bind(&now)
+                    .push_bind(&m.page.at)
                     .push(", ")
-                    .push_bind(&now);
+                    .push_bind(&m.page.at);
             });
         }
         db.execute(q).await?;
@@ -439,12 +438,16 @@ pub(crate) async fn write_batch_pages(
     for (incident, keep) in &batch.stop_pages {
         cancel_pages(db, incident, keep.as_deref(), now).await?;
     }
-    let pages: Vec<PageRow<'_>> = batch
+    let pages: Vec<Page<'_>> = batch
         .pages
         .iter()
-        .map(|(account, incident, reason, user)| {
-            (account.as_str(), incident.as_str(), *reason, user.as_str())
+        .map(|(account, incident, reason, user)| Page {
+            account,
+            incident,
+            reason: *reason,
+            user,
+            at: now,
         })
         .collect();
-    enqueue_pages(db, &pages, now).await
+    enqueue_pages(db, &pages).await
 }

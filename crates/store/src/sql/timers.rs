@@ -300,19 +300,18 @@ pub(crate) async fn apply_change(
     } else if change.current_user_id != before.current_user_id {
         super::outbox::cancel_pages(db, &before.id, change.current_user_id.as_deref(), now).await?;
     }
-    let pages: Vec<super::outbox::PageRow<'_>> = change
+    let pages: Vec<super::outbox::Page<'_>> = change
         .pages
         .iter()
-        .map(|(reason, user)| {
-            (
-                account_id.as_str(),
-                before.id.as_str(),
-                *reason,
-                user.as_str(),
-            )
+        .map(|(reason, user)| super::outbox::Page {
+            account: account_id,
+            incident: &before.id,
+            reason: *reason,
+            user,
+            at: now,
         })
         .collect();
-    if super::outbox::enqueue_pages(db, &pages, now).await? {
+    if super::outbox::enqueue_pages(db, &pages).await? {
         db.record(Change::MessagesQueued);
     }
     let changes = transition_changeset(

@@ -14,7 +14,7 @@ use super::ingest::{IngestState, OpenRef};
 use super::SqliteStore;
 use crate::plan::{open_changeset, plan, Change, PolicyContext};
 use crate::sql::incidents::{open_incident, Triggers};
-use crate::sql::outbox::{enqueue_pages, PageRow};
+use crate::sql::outbox::{enqueue_pages, Page};
 use crate::sql::timers::{insert_timers, load_policy_context, push_row, NewTimer};
 use crate::sql::{query, Db};
 use crate::util::{new_id, new_incident_key};
@@ -410,21 +410,21 @@ async fn insert_opened(
         });
     }
     tx.execute(q).await?;
-    // Each trigger's pages are decided at its own instant.
-    let mut pages: std::collections::BTreeMap<Millis, Vec<PageRow<'_>>> = Default::default();
-    for o in opened {
-        let i = &o.incident;
-        for (reason, user) in &o.change.pages {
-            pages.entry(i.created_at).or_default().push((
-                i.account_id.as_str(),
-                i.id.as_str(),
-                *reason,
-                user.as_str(),
-            ));
-        }
-    }
-    for (at, pages) in pages {
-        enqueue_pages(tx, &pages, at).await?;
-    }
+    // Each trigger's pages are decided at its own instant; one call
+    // queues the whole batch's.
+    let pages: Vec<Page<'_>> = opened
+        .iter()
+        .flat_map(|o| {
+            let i = &o.incident;
+            o.change.pages.iter().map(move |(reason, user)| Page {
+                account: &i.account_id,
+                incident: &i.id,
+                reason: *reason,
+                user,
+                at: i.created_at,
+            })
+        })
+        .collect();
+    enqueue_pages(tx, &pages).await?;
     Ok(())
 }
