@@ -119,15 +119,16 @@ impl sql::Write for SqliteWrite<'_> {
         // writer is released, so before any later commit (see `ingest`).
         let _writer = tx.commit()?;
         let (mut armed, mut queued) = (false, false);
-        let mut state = store.ingest.write();
-        for change in changes {
-            armed |= matches!(change, sql::Change::TimersArmed);
-            queued |= matches!(change, sql::Change::MessagesQueued);
-            if state.loaded() {
-                state.apply(change);
+        if !changes.is_empty() {
+            let mut state = store.ingest.write();
+            for change in changes {
+                armed |= matches!(change, sql::Change::TimersArmed);
+                queued |= matches!(change, sql::Change::MessagesQueued);
+                if state.loaded() {
+                    state.apply(change);
+                }
             }
         }
-        drop(state);
         if armed {
             store.timer_notify.notify_one();
         }
