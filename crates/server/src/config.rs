@@ -31,6 +31,25 @@ pub struct ConfigArgs {
     /// Log format: text | json [default: text]
     #[arg(long, env = "KLAXON_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// SMTP server for email pages: smtp://, smtps:// (TLS) or
+    /// smtp://…?tls=required (STARTTLS), with user:password@ for auth
+    #[arg(long, env = "KLAXON_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// Sender address of email pages [default: klaxon@<public host>]
+    #[arg(long, env = "KLAXON_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+    /// Twilio account SID (SMS and voice pages)
+    #[arg(long, env = "KLAXON_TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
+    /// Twilio auth token
+    #[arg(long, env = "KLAXON_TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+    /// Twilio number pages are sent from (E.164)
+    #[arg(long, env = "KLAXON_TWILIO_FROM_NUMBER")]
+    pub twilio_from_number: Option<String>,
+    /// Twilio REST API base URL [default: https://api.twilio.com]
+    #[arg(long, env = "KLAXON_TWILIO_API_URL")]
+    pub twilio_api_url: Option<String>,
 }
 
 /// The TOML file's shape.
@@ -42,6 +61,12 @@ struct FileConfig {
     public_url: Option<String>,
     registrations: Option<String>,
     log_format: Option<String>,
+    smtp_url: Option<String>,
+    smtp_from: Option<String>,
+    twilio_account_sid: Option<String>,
+    twilio_auth_token: Option<String>,
+    twilio_from_number: Option<String>,
+    twilio_api_url: Option<String>,
 }
 
 /// Validated configuration.
@@ -61,6 +86,52 @@ pub struct Config {
     pub clock_speed: f64,
     /// Virtual clock origin in ms (`KLAXON_CLOCK_ORIGIN`, unix seconds).
     pub clock_origin_ms: Option<i64>,
+    /// Email over SMTP, when configured.
+    pub smtp: Option<SmtpConfig>,
+    /// SMS and voice through Twilio, when configured.
+    pub twilio: Option<TwilioConfig>,
+}
+
+/// Where email pages go.
+#[derive(Clone)]
+pub struct SmtpConfig {
+    /// `smtp://`, `smtps://` URL (may hold a password: redacted in `Debug`).
+    pub url: String,
+    /// The `From` address.
+    pub from: String,
+}
+
+impl fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("url", &redact(&self.url))
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
+/// Twilio's credentials and the number pages come from.
+#[derive(Clone)]
+pub struct TwilioConfig {
+    /// Account SID.
+    pub account_sid: String,
+    /// Auth token (signs requests both ways: never logged).
+    pub auth_token: String,
+    /// The sending number, E.164.
+    pub from_number: String,
+    /// REST API base URL, without a trailing slash.
+    pub api_url: String,
+}
+
+impl fmt::Debug for TwilioConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TwilioConfig")
+            .field("account_sid", &self.account_sid)
+            .field("auth_token", &"***")
+            .field("from_number", &self.from_number)
+            .field("api_url", &self.api_url)
+            .finish()
+    }
 }
 
 impl fmt::Debug for Config {
@@ -73,6 +144,8 @@ impl fmt::Debug for Config {
             .field("json_logs", &self.json_logs)
             .field("clock_speed", &self.clock_speed)
             .field("clock_origin_ms", &self.clock_origin_ms)
+            .field("smtp", &self.smtp)
+            .field("twilio", &self.twilio)
             .finish()
     }
 }
@@ -154,6 +227,53 @@ impl ConfigArgs {
             ),
             Err(_) => None,
         };
+        let smtp = match opt(&self.smtp_url, &file.smtp_url) {
+            Some(url) => {
+                if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                    bail!("SMTP URL must start with smtp:// or smtps://");
+                }
+                let host = public_url
+                    .split("://")
+                    .nth(1)
+                    .and_then(|rest| rest.split(['/', ':']).next())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or("localhost");
+                let from = opt(&self.smtp_from, &file.smtp_from)
+                    .unwrap_or_else(|| format!("Klaxon <klaxon@{host}>"));
+                Some(SmtpConfig { url, from })
+            }
+            None => None,
+        };
+        let twilio = match (
+            opt(&self.twilio_account_sid, &file.twilio_account_sid),
+            opt(&self.twilio_auth_token, &file.twilio_auth_token),
+            opt(&self.twilio_from_number, &file.twilio_from_number),
+        ) {
+            (Some(account_sid), Some(auth_token), Some(from_number)) => {
+                if klaxon_core::contact::ContactAddress::parse(
+                    klaxon_core::contact::ContactType::Sms,
+                    &from_number,
+                )
+                .is_err()
+                {
+                    bail!("the Twilio from number must be E.164 (+15551234567), not {from_number:?}");
+                }
+                let api_url = opt(&self.twilio_api_url, &file.twilio_api_url)
+                    .unwrap_or_else(|| "https://api.twilio.com".to_owned())
+                    .trim_end_matches('/')
+                    .to_owned();
+                Some(TwilioConfig {
+                    account_sid,
+                    auth_token,
+                    from_number,
+                    api_url,
+                })
+            }
+            (None, None, None) => None,
+            _ => bail!(
+                "Twilio needs all of KLAXON_TWILIO_ACCOUNT_SID, KLAXON_TWILIO_AUTH_TOKEN and KLAXON_TWILIO_FROM_NUMBER"
+            ),
+        };
         Ok(Config {
             listen,
             database_url,
@@ -162,8 +282,17 @@ impl ConfigArgs {
             json_logs,
             clock_speed,
             clock_origin_ms,
+            smtp,
+            twilio,
         })
     }
+}
+
+/// A setting given by flag/env or the file, if given and not empty.
+fn opt(flag: &Option<String>, file: &Option<String>) -> Option<String> {
+    flag.clone()
+        .or_else(|| file.clone())
+        .filter(|v| !v.trim().is_empty())
 }
 
 fn pick(flag: &Option<String>, file: &Option<String>, default: &str) -> String {

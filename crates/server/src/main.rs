@@ -154,11 +154,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         clock.clone(),
         engine_stop.clone(),
     ));
-    // No provider is configured yet: every message goes to the dev outbox.
+    let notifier = Arc::new(notify::providers(&config)?);
     let sender = tokio::spawn(notify::run(
         store.clone(),
         clock.clone(),
-        Arc::new(notify::DevNotifier),
+        notifier,
         engine_stop,
     ));
     let state = AppState {

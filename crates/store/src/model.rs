@@ -672,11 +672,16 @@ pub enum NotificationsOf<'a> {
 pub struct OutgoingMessage {
     /// The outbox row.
     pub id: String,
+    /// Owning account.
+    pub account_id: String,
     /// The incident.
     pub incident_id: String,
     /// The user paged.
     pub user_id: String,
-    /// Why.
+    /// The contact used (`None`: the user's sign-in address).
+    pub contact_id: Option<String>,
+    /// Why: a page (`assigned`, `escalated`, `retriggered`) or a status
+    /// update (`acknowledged`, `resolved`, `escalated_away`).
     pub reason: String,
     /// How.
     pub channel: String,
@@ -684,12 +689,31 @@ pub struct OutgoingMessage {
     pub address: String,
     /// Attempts, this one included.
     pub attempts: i64,
+    /// When the page was decided.
+    pub page_at: Millis,
     /// The incident's service's name.
     pub service_name: String,
     /// The incident's message.
     pub message: String,
     /// The incident's description.
     pub description: Option<String>,
+    /// The incident's details.
+    pub details: Option<Json<Value>>,
+    /// The incident's state when the message was claimed.
+    pub incident_state: String,
+    /// Other messages sent in the same text (an SMS bundle): their rows
+    /// share this one's outcome. Empty for everything but SMS.
+    pub bundle: Vec<OutgoingMessage>,
+}
+
+impl OutgoingMessage {
+    /// Whether this is a status update rather than a page.
+    pub fn is_status_update(&self) -> bool {
+        !matches!(
+            self.reason.as_str(),
+            "assigned" | "escalated" | "retriggered"
+        )
+    }
 }
 
 /// What became of a send.

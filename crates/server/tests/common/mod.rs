@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod fake_http;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

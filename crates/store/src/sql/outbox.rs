@@ -52,15 +52,21 @@ from_row!(Notification {
 
 from_row!(OutgoingMessage {
     id,
+    account_id,
     incident_id,
     user_id,
+    contact_id,
     reason,
     channel,
     address,
     attempts,
+    page_at,
     service_name,
     message,
     description,
+    details,
+    incident_state;
+    bundle: Vec::new(),
 });
 
 /// Notification columns.
@@ -144,8 +150,9 @@ impl<B: Backend + OutboxWake> OutboxStore for B {
             q.push_list(&live);
             tx.execute(q).await?;
             let mut q = query(
-                "SELECT o.id, o.incident_id, o.user_id, o.reason, o.channel, o.address, o.attempts,
-                    s.name AS service_name, i.message, i.description
+                "SELECT o.id, o.account_id, o.incident_id, o.user_id, o.contact_id, o.reason, o.channel,
+                    o.address, o.attempts, o.page_at, s.name AS service_name, i.message,
+                    i.description, i.details, i.state AS incident_state
                  FROM outbox o JOIN incidents i ON i.id = o.incident_id
                  JOIN services s ON s.id = i.service_id WHERE o.id IN ",
             );

@@ -108,11 +108,12 @@ tuple_from_row!(A 0, B 1, C 2, D 3, E 4);
 /// Implements [`FromRow`] for a struct whose listed fields are read from
 /// the columns of the same names.
 macro_rules! from_row {
-    ($t:ident { $($f:ident),+ $(,)? }) => {
+    ($t:ident { $($f:ident),+ $(,)? $(; $($g:ident: $e:expr),+ $(,)?)? }) => {
         impl $crate::sql::FromRow for $t {
             fn from_row(row: &dyn $crate::sql::Row) -> $crate::Result<Self> {
                 Ok($t {
                     $($f: $crate::sql::Decode::decode(row, row.index(stringify!($f))?)?,)+
+                    $($($g: $e,)+)?
                 })
             }
         }

@@ -46,6 +46,84 @@ pub trait Notifier: Send + Sync {
     async fn send(&self, message: &OutgoingMessage, now: Millis) -> SendOutcome;
 }
 
+/// What a one-click answer link in a message does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkAction {
+    /// Acknowledge the incident.
+    Acknowledge,
+    /// Resolve the incident.
+    Resolve,
+}
+
+impl LinkAction {
+    /// The action's name in links and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkAction::Acknowledge => "acknowledge",
+            LinkAction::Resolve => "resolve",
+        }
+    }
+}
+
+/// Makes the signed, expiring, single-use answer links a message carries
+/// (email buttons, ntfy actions, Slack buttons), bound to the message's
+/// user and incident.
+pub trait Links: Send + Sync {
+    /// The absolute URL that does `action` for `message`'s user.
+    fn url(&self, message: &OutgoingMessage, action: LinkAction) -> String;
+}
+
+/// Sends each message with the provider of its channel; a channel with
+/// none configured (email without SMTP, SMS and voice without Twilio)
+/// goes to the [`DevNotifier`].
+#[derive(Default)]
+pub struct Router {
+    by_channel: Vec<(&'static str, Arc<dyn Notifier>)>,
+}
+
+impl Router {
+    /// A router sending everything to the dev outbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sends `channel`'s messages with `notifier` (the last one given for
+    /// a channel wins).
+    pub fn with(mut self, channel: &'static str, notifier: Arc<dyn Notifier>) -> Self {
+        self.by_channel.retain(|(c, _)| *c != channel);
+        self.by_channel.push((channel, notifier));
+        self
+    }
+
+    /// The channels that have a real provider.
+    pub fn channels(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.by_channel.iter().map(|(c, _)| *c)
+    }
+}
+
+#[async_trait]
+impl Notifier for Router {
+    async fn send(&self, message: &OutgoingMessage, now: Millis) -> SendOutcome {
+        match self.by_channel.iter().find(|(c, _)| *c == message.channel) {
+            Some((_, notifier)) => notifier.send(message, now).await,
+            None => DevNotifier.send(message, now).await,
+        }
+    }
+}
+
+/// The providers `config` sets up, by channel; the rest go to the dev
+/// outbox.
+pub fn providers(config: &crate::config::Config) -> anyhow::Result<Router> {
+    let router = Router::new();
+    for channel in ["email", "sms", "phone", "webhook", "slack", "ntfy"] {
+        if !router.channels().any(|c| c == channel) {
+            tracing::warn!(channel, "no provider configured: messages go to the dev outbox (logged, recorded as delivered)");
+        }
+    }
+    let _ = config;
+    Ok(router)
+}
+
 /// What a fresh server uses when no provider is configured: each message
 /// is logged and recorded as delivered, so the whole flow — who would have
 /// been paged, how and when — shows over the API.
@@ -153,18 +231,43 @@ async fn round(
         .claim_messages(owner, now, now + LEASE_MS, BATCH)
         .await?;
     let count = claimed.len();
-    for message in claimed {
+    for message in bundle(claimed) {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
         };
         let (clock, notifier, done) = (clock.clone(), notifier.clone(), done.clone());
         tokio::spawn(async move {
             let outcome = send(&*notifier, &clock, &message).await;
+            for bundled in &message.bundle {
+                let _ = done.send((bundled.id.clone(), outcome.clone()));
+            }
             let _ = done.send((message.id, outcome));
             drop(permit);
         });
     }
     Ok(count)
+}
+
+/// Groups claimed SMS pages to one number for one user into one text: the
+/// first (in claim order, which is due order) carries the others in its
+/// `bundle`. Everything else is sent on its own.
+pub fn bundle(claimed: Vec<OutgoingMessage>) -> Vec<OutgoingMessage> {
+    let mut out: Vec<OutgoingMessage> = Vec::with_capacity(claimed.len());
+    for message in claimed {
+        if message.channel == "sms" && !message.is_status_update() {
+            if let Some(carrier) = out.iter_mut().find(|c| {
+                c.channel == "sms"
+                    && !c.is_status_update()
+                    && c.user_id == message.user_id
+                    && c.address == message.address
+            }) {
+                carrier.bundle.push(message);
+                continue;
+            }
+        }
+        out.push(message);
+    }
+    out
 }
 
 /// Records outcomes as they come, each burst in one transaction, until
@@ -238,16 +341,20 @@ pub async fn run_due(
         let claimed = store
             .claim_messages(owner, now, now + LEASE_MS, BATCH)
             .await?;
-        let mut outcomes = Vec::with_capacity(claimed.len());
-        for message in claimed {
+        let count = claimed.len();
+        let mut outcomes = Vec::with_capacity(count);
+        for message in bundle(claimed) {
             let outcome = send(notifier, clock, &message).await;
+            for bundled in &message.bundle {
+                outcomes.push((bundled.id.clone(), outcome.clone()));
+            }
             outcomes.push((message.id, outcome));
         }
         store
             .finish_messages(owner, &outcomes, clock.now_ms())
             .await?;
-        total += outcomes.len();
-        if (outcomes.len() as i64) < BATCH {
+        total += count;
+        if (count as i64) < BATCH {
             return Ok(total);
         }
     }
