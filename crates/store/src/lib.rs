@@ -721,6 +721,19 @@ pub trait OutboxStore: Send + Sync {
     ) -> Result<Vec<Notification>>;
 }
 
+/// Server secrets and single-use links.
+#[async_trait]
+pub trait LinkStore: Send + Sync {
+    /// The secret named `name`: `fresh` is stored if there is none yet,
+    /// and whatever is stored is returned, so every process sharing the
+    /// database gets the same one.
+    async fn secret(&self, name: &str, fresh: &str, now: Millis) -> Result<String>;
+    /// Marks link `id` used; `true` the first time only. Rows of links
+    /// past their expiry are swept meanwhile (an expired link is refused
+    /// before it gets here).
+    async fn use_link(&self, id: &str, expires_at: Millis, now: Millis) -> Result<bool>;
+}
+
 /// The whole store.
 #[async_trait]
 pub trait Store:
@@ -732,6 +745,7 @@ pub trait Store:
     + ContactStore
     + TimerStore
     + OutboxStore
+    + LinkStore
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

@@ -16,6 +16,8 @@ mod acting;
 mod concurrency;
 #[path = "contract/contacts.rs"]
 mod contacts;
+#[path = "contract/links.rs"]
+mod links;
 #[path = "contract/listing.rs"]
 mod listing;
 #[path = "contract/policies.rs"]
@@ -127,6 +129,8 @@ contract_tests!(
     contacts::rule_contact_must_be_the_users,
     contacts::contacts_tenant_isolation,
     contacts::concurrent_rule_and_contact_deletion,
+    links::secrets_are_made_once,
+    links::links_work_once,
 );
 
 // ---------------------------------------------------------------------------

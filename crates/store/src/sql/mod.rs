@@ -19,6 +19,7 @@
 pub(crate) mod accounts;
 pub(crate) mod contacts;
 pub(crate) mod incidents;
+pub(crate) mod links;
 pub(crate) mod outbox;
 pub(crate) mod policies;
 pub(crate) mod row;
