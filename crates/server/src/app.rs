@@ -19,6 +19,7 @@ use tower_http::trace::TraceLayer;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::{self, error::ApiError};
+use crate::notify::links::Signer;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -34,6 +35,25 @@ pub struct AppState {
     pub clock: Clock,
     /// Validated configuration.
     pub config: Arc<Config>,
+    /// Signs and checks one-click answer links.
+    pub links: Arc<Signer>,
+}
+
+impl AppState {
+    /// The state for `store`, with the link-signing key it shares.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        clock: Clock,
+        config: Arc<Config>,
+    ) -> klaxon_store::Result<Self> {
+        let links = Signer::load(&*store, &config.public_url, clock.now_ms()).await?;
+        Ok(Self {
+            store,
+            clock,
+            config,
+            links: Arc::new(links),
+        })
+    }
 }
 
 /// Every route of the API.

@@ -154,18 +154,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         clock.clone(),
         engine_stop.clone(),
     ));
-    let notifier = Arc::new(notify::providers(&config)?);
+    let state = AppState::load(store.clone(), clock.clone(), Arc::new(config)).await?;
+    let notifier = Arc::new(notify::providers(&state.config, state.links.clone())?);
     let sender = tokio::spawn(notify::run(
         store.clone(),
         clock.clone(),
         notifier,
         engine_stop,
     ));
-    let state = AppState {
-        store,
-        clock,
-        config: Arc::new(config),
-    };
     // Stop the engine and the sender first so that no timer starts firing
     // and no message starts sending while the store closes; an in-flight
     // batch finishes its transaction, a send in flight records its outcome.

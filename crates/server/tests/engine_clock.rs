@@ -69,11 +69,13 @@ impl TestApp {
         let store = klaxon_store::connect(&url).await.unwrap();
         store.migrate().await.unwrap();
         let clock = Clock::manual(t0());
-        let state = AppState {
-            store: store.clone(),
-            clock: clock.clone(),
-            config: Arc::new(ConfigArgs::default().load().unwrap()),
-        };
+        let state = AppState::load(
+            store.clone(),
+            clock.clone(),
+            Arc::new(ConfigArgs::default().load().unwrap()),
+        )
+        .await
+        .unwrap();
         TestApp {
             app: router(state),
             store,

@@ -204,11 +204,13 @@ async fn random_requests_never_get_a_5xx_on_postgres() {
 async fn random_requests_never_get_a_5xx(url: &str) {
     let store = klaxon_store::connect(url).await.unwrap();
     store.migrate().await.unwrap();
-    let state = AppState {
+    let state = AppState::load(
         store,
-        clock: Clock::new(1.0, None),
-        config: Arc::new(ConfigArgs::default().load().unwrap()),
-    };
+        Clock::new(1.0, None),
+        Arc::new(ConfigArgs::default().load().unwrap()),
+    )
+    .await
+    .unwrap();
     let app = router(state);
     let (_, _, reg) = call(&app, Method::POST, "/registrations", "", Some("application/json"),
         json!({"account_name": "Fuzz", "name": "F", "email": "f@example.com", "password": "fuzzing!"}).to_string().into_bytes()).await;

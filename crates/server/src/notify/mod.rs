@@ -17,6 +17,8 @@
 //! [`run_due`] is one round without the sleeping; tests on a manual clock
 //! call it after moving the clock.
 
+pub mod links;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,14 +115,14 @@ impl Notifier for Router {
 
 /// The providers `config` sets up, by channel; the rest go to the dev
 /// outbox.
-pub fn providers(config: &crate::config::Config) -> anyhow::Result<Router> {
+pub fn providers(config: &crate::config::Config, links: Arc<dyn Links>) -> anyhow::Result<Router> {
     let router = Router::new();
     for channel in ["email", "sms", "phone", "webhook", "slack", "ntfy"] {
         if !router.channels().any(|c| c == channel) {
             tracing::warn!(channel, "no provider configured: messages go to the dev outbox (logged, recorded as delivered)");
         }
     }
-    let _ = config;
+    let _ = (config, links);
     Ok(router)
 }
 

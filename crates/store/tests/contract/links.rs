@@ -6,7 +6,10 @@ pub(crate) async fn secrets_are_made_once(store: Arc<dyn Store>) {
     let first = store.secret("links", "aaaa", NOW).await.unwrap();
     assert_eq!(first, "aaaa");
     // A later (or another process's) fresh value loses to the stored one.
-    assert_eq!(store.secret("links", "bbbb", NOW + 1).await.unwrap(), "aaaa");
+    assert_eq!(
+        store.secret("links", "bbbb", NOW + 1).await.unwrap(),
+        "aaaa"
+    );
     assert_eq!(store.secret("other", "cccc", NOW).await.unwrap(), "cccc");
     // Racing first uses agree on one value.
     let racers: Vec<_> = (0..8)
@@ -41,6 +44,12 @@ pub(crate) async fn links_work_once(store: Arc<dyn Store>) {
     assert_eq!(wins, 1);
     // Once past its expiry the row is swept (the signer refuses the link
     // before asking, so a reuse cannot sneak through).
-    assert!(store.use_link("link-d", expires + 10, expires + 5).await.unwrap());
-    assert!(store.use_link("link-a", expires + 60_000, expires + 5).await.unwrap());
+    assert!(store
+        .use_link("link-d", expires + 10, expires + 5)
+        .await
+        .unwrap());
+    assert!(store
+        .use_link("link-a", expires + 60_000, expires + 5)
+        .await
+        .unwrap());
 }
