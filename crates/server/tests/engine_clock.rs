@@ -696,23 +696,35 @@ async fn escalation_pages_the_next_assignee_and_stops_the_previous(backend: Back
         ]
     );
     // Ten minutes on, the incident escalates to Two (no contacts: paged at
-    // their sign-in address); One's email, not yet due, is cancelled.
+    // their sign-in address); One's email, not yet due, is cancelled, and
+    // One hears of the escalation where they were paged.
     app.tick_at(t0() + minutes(10)).await;
     let sent = notify::run_due(&*app.store, &app.clock, &notify::DevNotifier)
         .await
         .unwrap();
-    assert_eq!(sent, 1);
+    assert_eq!(sent, 2);
     let rows = app.get(&path, &team.token).await;
-    assert_eq!(
-        summary(&rows),
-        [
-            s(&team.u1, "sms", "assigned", "delivered"),
-            s(&team.u1, "email", "assigned", "cancelled"),
-            s(&team.u2, "email", "escalated", "delivered"),
-        ]
-    );
-    assert_eq!(rows[2]["address"], "two@alpha.example.com");
-    assert_eq!(rows[2]["sent_at"], json!(format_ts(t0() + minutes(10))));
+    let mut got = summary(&rows);
+    got[2..].sort();
+    let mut later = vec![
+        s(&team.u1, "sms", "escalated_away", "delivered"),
+        s(&team.u2, "email", "escalated", "delivered"),
+    ];
+    later.sort();
+    let mut want = vec![
+        s(&team.u1, "sms", "assigned", "delivered"),
+        s(&team.u1, "email", "assigned", "cancelled"),
+    ];
+    want.extend(later);
+    assert_eq!(got, want);
+    let page = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["user_id"] == json!(team.u2))
+        .unwrap();
+    assert_eq!(page["address"], "two@alpha.example.com");
+    assert_eq!(page["sent_at"], json!(format_ts(t0() + minutes(10))));
     // Nothing is left to send, at any time.
     app.clock.set(t0() + minutes(60));
     let sent = notify::run_due(&*app.store, &app.clock, &notify::DevNotifier)
@@ -721,7 +733,96 @@ async fn escalation_pages_the_next_assignee_and_stops_the_previous(backend: Back
     assert_eq!(sent, 0);
 }
 
+/// Records what it is asked to send, and says delivered.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<klaxon_store::OutgoingMessage>>);
+
+#[async_trait::async_trait]
+impl notify::Notifier for Recorder {
+    async fn send(
+        &self,
+        m: &klaxon_store::OutgoingMessage,
+        _now: Millis,
+    ) -> klaxon_store::SendOutcome {
+        self.0.lock().unwrap().push(m.clone());
+        klaxon_store::SendOutcome::Sent {
+            provider_id: None,
+            delivered: true,
+        }
+    }
+}
+
+/// A burst of pages to one number becomes one text: the first page goes
+/// at once, those that follow within the bundle window wait for its end
+/// and go out together.
+async fn a_burst_of_sms_pages_is_bundled(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let team = app.team().await;
+    let svc = app
+        .service(&team, "Burst", &[(&team.u1, 30)], 1, json!({}))
+        .await;
+    app.post(
+        &format!("/users/{}/contacts", team.u1),
+        &team.token,
+        json!({"type": "sms", "address": "+15550000009"}),
+    )
+    .await;
+    let sender = Recorder::default();
+    let first = app.trigger(&svc, "first").await;
+    assert_eq!(
+        notify::run_due(&*app.store, &app.clock, &sender)
+            .await
+            .unwrap(),
+        1
+    );
+    // Three more within the window: held back, not sent one by one.
+    let mut rest = Vec::new();
+    for (i, key) in ["second", "third", "fourth"].iter().enumerate() {
+        app.clock.set(t0() + 1_000 * (i as Millis + 1));
+        rest.push(app.trigger(&svc, key).await);
+        assert_eq!(
+            notify::run_due(&*app.store, &app.clock, &sender)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+    // The window ends 30 s after the first text: one text carries all three.
+    app.clock.set(t0() + 30_000 - 1);
+    assert_eq!(
+        notify::run_due(&*app.store, &app.clock, &sender)
+            .await
+            .unwrap(),
+        0
+    );
+    app.clock.set(t0() + 30_000);
+    assert_eq!(
+        notify::run_due(&*app.store, &app.clock, &sender)
+            .await
+            .unwrap(),
+        3
+    );
+    let sent = sender.0.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "two texts: {sent:?}");
+    assert_eq!(sent[0].incident_id, first);
+    assert!(sent[0].bundle.is_empty());
+    let mut carried: Vec<String> = std::iter::once(sent[1].incident_id.clone())
+        .chain(sent[1].bundle.iter().map(|m| m.incident_id.clone()))
+        .collect();
+    carried.sort();
+    rest.sort();
+    assert_eq!(carried, rest);
+    // Every row of the bundle is recorded delivered.
+    for id in &rest {
+        let rows = app
+            .get(&format!("/incidents/{id}/notifications"), &team.token)
+            .await;
+        assert_eq!(rows[0]["status"], "delivered", "{rows:?}");
+    }
+}
+
 both_backends!(
+    a_burst_of_sms_pages_is_bundled,
     walks_two_rules_and_stops_at_the_loop_limit,
     acknowledge_stops_escalation,
     acknowledge_timeout_retriggers_and_escalation_restarts,

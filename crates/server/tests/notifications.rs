@@ -141,19 +141,131 @@ async fn rules_delay_pages_and_acknowledging_cancels_the_rest(backend: Backend) 
     // The email is due five minutes after the page.
     let due = |r: &Value| r["due_at"].as_str().unwrap().to_owned();
     assert_ne!(due(&rows[0]), due(&rows[1]));
-    // Acknowledging stops what has not gone out yet.
+    // Acknowledging stops what has not gone out yet; the monitoring
+    // system acknowledged, so the user hears of it where they were paged.
     let ack = server
         .integration("acknowledge", &s.integration_key, &[("key", "disk-2")])
         .await;
     assert!(ack.status.is_success(), "{}", ack.text);
-    let rows = notifications_when(&server, &a.token, &id, |_| true).await;
+    let rows = notifications_when(&server, &a.token, &id, |rows| {
+        rows.len() == 3 && rows[2]["status"] == "delivered"
+    })
+    .await;
     assert_eq!(
         statuses(&rows),
         [
             ("sms".to_owned(), "delivered".to_owned()),
-            ("email".to_owned(), "cancelled".to_owned())
-        ]
+            ("email".to_owned(), "cancelled".to_owned()),
+            ("sms".to_owned(), "delivered".to_owned()),
+        ],
+        "{rows:?}"
     );
+    assert_eq!(rows[2]["reason"], "acknowledged");
+    assert_eq!(rows[2]["contact_id"], json!(sms));
+}
+
+/// A second user of `a`'s account, with a token of their own.
+async fn teammate(server: &Server, a: &Account, name: &str) -> Account {
+    let email = format!("{}@{}.test", name.to_lowercase(), a.user_id.to_lowercase());
+    let res = server
+        .post(
+            "/users",
+            &a.token,
+            json!({"name": name, "email": email, "password": "correct horse", "role": "responder"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+    let user_id = res.str("id");
+    let session = server
+        .call(
+            reqwest::Method::POST,
+            "/sessions",
+            None,
+            Some(json!({"email": email, "password": "correct horse"})),
+        )
+        .await;
+    assert!(session.status.is_success(), "{}", session.text);
+    Account {
+        token: session.str("token"),
+        user_id,
+        email,
+        ..a.clone()
+    }
+}
+
+async fn status_updates_reach_the_paged_and_not_the_actor(backend: Backend) {
+    let server = Server::start(backend).await;
+    let a = server.register("Alpha").await;
+    let bea = teammate(&server, &a, "Bea").await;
+    // Bea is first on call, Alpha's admin second.
+    let s = server
+        .setup_service(&a, "Disks", &[bea.user_id.as_str(), a.user_id.as_str()], 1)
+        .await;
+    let id = trigger(&server, &s.integration_key, "disk-4")
+        .await
+        .str("id");
+    notifications_when(&server, &a.token, &id, |rows| {
+        rows.len() == 1 && rows[0]["status"] == "delivered"
+    })
+    .await;
+    // The admin escalates: they are paged (as the new assignee, not told
+    // of their own act), Bea hears it went on.
+    let esc = server
+        .put(&format!("/incidents/{id}/escalate"), &a.token, json!({}))
+        .await;
+    assert!(esc.status.is_success(), "{}", esc.text);
+    let rows = notifications_when(&server, &a.token, &id, |rows| {
+        rows.len() == 3 && rows.iter().all(|r| r["status"] == "delivered")
+    })
+    .await;
+    let who = |rows: &[Value]| -> Vec<(String, String)> {
+        rows.iter()
+            .map(|r| {
+                (
+                    r["user_id"].as_str().unwrap().to_owned(),
+                    r["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let mut got = who(&rows);
+    got.sort();
+    let mut want = vec![
+        (bea.user_id.clone(), "assigned".to_owned()),
+        (bea.user_id.clone(), "escalated_away".to_owned()),
+        (a.user_id.clone(), "escalated".to_owned()),
+    ];
+    want.sort();
+    assert_eq!(got, want, "{rows:?}");
+    // Bea acknowledges: the admin (paged) is told, Bea (the actor) not.
+    let ack = server
+        .put(
+            &format!("/incidents/{id}/acknowledge"),
+            &bea.token,
+            json!({}),
+        )
+        .await;
+    assert!(ack.status.is_success(), "{}", ack.text);
+    let rows = notifications_when(&server, &a.token, &id, |rows| {
+        rows.len() == 4 && rows.iter().all(|r| r["status"] == "delivered")
+    })
+    .await;
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    let last = &rows[3];
+    assert_eq!(last["reason"], "acknowledged");
+    assert_eq!(last["user_id"], json!(a.user_id));
+    // The admin resolves: only Bea is told.
+    let res = server
+        .put(&format!("/incidents/{id}/resolve"), &a.token, json!({}))
+        .await;
+    assert!(res.status.is_success(), "{}", res.text);
+    let rows = notifications_when(&server, &a.token, &id, |rows| {
+        rows.len() == 5 && rows.iter().all(|r| r["status"] == "delivered")
+    })
+    .await;
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(rows[4]["reason"], "resolved");
+    assert_eq!(rows[4]["user_id"], json!(bea.user_id));
 }
 
 async fn notifications_are_the_accounts_own(backend: Backend) {
@@ -179,4 +291,5 @@ both_backends!(
     a_user_without_contacts_is_paged_at_their_address_once,
     rules_delay_pages_and_acknowledging_cancels_the_rest,
     notifications_are_the_accounts_own,
+    status_updates_reach_the_paged_and_not_the_actor,
 );

@@ -100,7 +100,6 @@ pub(crate) struct Change {
     /// the new `current_user_id` (nobody assigned, nobody paged).
     pub pages: Vec<(PageReason, String)>,
     /// The update for the users already paged about the incident.
-    #[cfg_attr(not(test), expect(dead_code, reason = "nothing sends updates yet"))]
     pub status_update: Option<StatusUpdate>,
 }
 
@@ -276,6 +275,9 @@ pub(crate) struct BatchPlan {
     /// incident is no longer triggered) or every user's but the new
     /// assignee's (it was reassigned).
     pub stop_pages: Vec<(String, Option<String>)>,
+    /// Status updates to queue: (account, incident, what happened, the
+    /// new assignee of an escalation, who is paged instead of told).
+    pub updates: Vec<(String, String, IncidentAction, Option<String>)>,
 }
 
 impl BatchPlan {
@@ -435,6 +437,17 @@ pub(crate) fn plan_batch(due: &[DueTimer], input: BatchInput, now: Millis) -> Ba
         assigned_before
             .entry(t.incident_id.clone())
             .or_insert_with(|| current.current_user_id.clone());
+        if let Some(update) = change.status_update {
+            let assignee = (update.action == IncidentAction::Escalate)
+                .then(|| change.current_user_id.clone())
+                .flatten();
+            out.updates.push((
+                current.account_id.clone(),
+                current.id.clone(),
+                update.action,
+                assignee,
+            ));
+        }
         for (reason, user) in &change.pages {
             out.pages.push((
                 current.account_id.clone(),

@@ -150,9 +150,21 @@ impl Notifier for DevNotifier {
     }
 }
 
-/// `ALERT [service] message`: the one-line text of a page.
+/// `ALERT [service] message`: the one-line text of a page, or of a status
+/// update `ACKNOWLEDGED [service] message` (also `RESOLVED`, `ESCALATED`).
 pub fn alert_text(m: &OutgoingMessage) -> String {
-    format!("ALERT [{}] {}", m.service_name, m.message)
+    format!("{} [{}] {}", headline(m), m.service_name, m.message)
+}
+
+/// The first word of a message's text: `ALERT` for a page, what happened
+/// for a status update.
+pub fn headline(m: &OutgoingMessage) -> &'static str {
+    match m.reason.as_str() {
+        "acknowledged" => "ACKNOWLEDGED",
+        "resolved" => "RESOLVED",
+        "escalated_away" => "ESCALATED",
+        _ => "ALERT",
+    }
 }
 
 /// The retry time after `attempts` transient failures: exponential from

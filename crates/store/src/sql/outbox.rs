@@ -21,8 +21,10 @@ use std::future::Future;
 use async_trait::async_trait;
 use klaxon_core::contact::ContactType;
 use klaxon_core::engine::PageReason;
+use klaxon_core::notify::sms::BUNDLE_WINDOW_MS;
 use klaxon_core::notify::{expand, ContactRef, NotificationRuleSpec};
 use klaxon_core::time::Millis;
+use klaxon_core::IncidentAction;
 
 use super::row::from_row;
 use super::timers::push_row;
@@ -94,10 +96,10 @@ impl<B: Backend + OutboxWake> OutboxStore for B {
     ) -> Result<Vec<OutgoingMessage>> {
         use super::Write;
         let mut tx = self.write().await?;
-        let due: Vec<(String, String)> = tx
+        let due: Vec<Due> = tx
             .fetch_all(
                 query(
-                    "SELECT id, incident_id FROM outbox
+                    "SELECT id, incident_id, reason, channel, address FROM outbox
                      WHERE (status = 'queued' AND due_at <= $1)
                         OR (status = 'sending' AND lease_until <= $1)
                      ORDER BY due_at LIMIT $2
@@ -110,7 +112,7 @@ impl<B: Backend + OutboxWake> OutboxStore for B {
         if due.is_empty() {
             return Ok(Vec::new());
         }
-        let incidents: Vec<&String> = due.iter().map(|(_, incident)| incident).collect();
+        let incidents: Vec<&String> = due.iter().map(|d| &d.1).collect();
         let mut q = query("SELECT id, state FROM incidents WHERE id IN ");
         q.push_list(&incidents);
         let states: HashMap<String, String> = tx
@@ -118,16 +120,12 @@ impl<B: Backend + OutboxWake> OutboxStore for B {
             .await?
             .into_iter()
             .collect();
-        let due: Vec<(String, String)> = due
+        // A page of an incident that is no longer triggered is not sent;
+        // a status update always is.
+        let (live, stale): (Vec<Due>, Vec<Due>) = due
             .into_iter()
-            .map(|(id, incident)| {
-                let state = states.get(&incident).cloned().unwrap_or_default();
-                (id, state)
-            })
-            .collect();
-        // A page of an incident that is no longer triggered is not sent.
-        let (live, stale): (Vec<_>, Vec<_>) = due.into_iter().partition(|(_, s)| s == "triggered");
-        let stale: Vec<String> = stale.into_iter().map(|(id, _)| id).collect();
+            .partition(|d| !is_page(&d.2) || states.get(&d.1).is_some_and(|s| s == "triggered"));
+        let stale: Vec<&String> = stale.iter().map(|d| &d.0).collect();
         if !stale.is_empty() {
             let mut q = query(
                 "UPDATE outbox SET status = 'cancelled', lease_owner = NULL, lease_until = NULL,
@@ -137,7 +135,8 @@ impl<B: Backend + OutboxWake> OutboxStore for B {
             q.push_list(&stale);
             tx.execute(q).await?;
         }
-        let live: Vec<String> = live.into_iter().map(|(id, _)| id).collect();
+        let live = hold_sms_pages(&mut tx, live, now).await?;
+        let live: Vec<String> = live.into_iter().map(|d| d.0).collect();
         let mut claimed = Vec::new();
         if !live.is_empty() {
             let mut q = query(
@@ -269,6 +268,67 @@ impl<B: Backend + OutboxWake> OutboxStore for B {
             .fetch_all(query(sql).bind(account_id).bind(id))
             .await
     }
+}
+
+/// A due row: id, incident, reason, channel, address.
+type Due = (String, String, String, String, String);
+
+/// Whether an outbox `reason` is a page (not a status update).
+fn is_page(reason: &str) -> bool {
+    matches!(reason, "assigned" | "escalated" | "retriggered")
+}
+
+/// Holds back SMS pages to numbers that were texted less than the bundle
+/// window ago: they stay queued until the window ends, and go out then
+/// as one `N ALERTS` text (the sender bundles what it claims together).
+/// The first page of a burst goes at once; the rest wait at most the
+/// window. Returns the rows to claim now.
+async fn hold_sms_pages(db: &mut impl Db, due: Vec<Due>, now: Millis) -> Result<Vec<Due>> {
+    let mut numbers: Vec<&str> = due
+        .iter()
+        .filter(|d| d.3 == "sms" && is_page(&d.2))
+        .map(|d| d.4.as_str())
+        .collect();
+    if numbers.is_empty() {
+        return Ok(due);
+    }
+    numbers.sort_unstable();
+    numbers.dedup();
+    let since = now - BUNDLE_WINDOW_MS;
+    let mut q = query(
+        "SELECT address, MAX(COALESCE(sent_at, updated_at)) FROM outbox
+         WHERE channel = 'sms' AND status IN ('sending', 'sent', 'delivered')
+           AND COALESCE(sent_at, updated_at) > $1 AND address IN ",
+    )
+    .bind(&since);
+    q.push_list(&numbers).push(" GROUP BY address");
+    let recent: HashMap<String, Millis> = db
+        .fetch_all::<(String, Millis)>(q)
+        .await?
+        .into_iter()
+        .collect();
+    if recent.is_empty() {
+        return Ok(due);
+    }
+    let mut claim = Vec::with_capacity(due.len());
+    for d in due {
+        match recent.get(&d.4) {
+            Some(last) if d.3 == "sms" && is_page(&d.2) => {
+                let until = last + BUNDLE_WINDOW_MS;
+                db.execute(
+                    query(
+                        "UPDATE outbox SET status = 'queued', due_at = $1, lease_owner = NULL,
+                            lease_until = NULL WHERE id = $2",
+                    )
+                    .bind(&until)
+                    .bind(&d.0),
+                )
+                .await?;
+            }
+            _ => claim.push(d),
+        }
+    }
+    Ok(claim)
 }
 
 /// A message to queue.
@@ -407,6 +467,97 @@ pub(crate) async fn enqueue_pages(db: &mut impl Db, pages: &[Page<'_>]) -> Resul
     Ok(true)
 }
 
+/// A status update to send: what happened to an incident, and who is not
+/// to be told (whoever acted; for an escalation also the new assignee,
+/// whom the same change pages).
+pub(crate) struct Update<'a> {
+    pub account: &'a str,
+    pub incident: &'a str,
+    pub action: IncidentAction,
+    pub skip: [Option<&'a str>; 2],
+    pub at: Millis,
+}
+
+/// The outbox `reason` of a status update about `action` (`None`: no
+/// update for it).
+pub fn update_reason(action: IncidentAction) -> Option<&'static str> {
+    match action {
+        IncidentAction::Acknowledge => Some("acknowledged"),
+        IncidentAction::Resolve => Some("resolved"),
+        IncidentAction::Escalate => Some("escalated_away"),
+        IncidentAction::Trigger => None,
+    }
+}
+
+/// Queues status updates: each user already paged about the incident
+/// (a page sent or being sent) gets one on every contact they were paged
+/// on, except the users `skip` names. Two queries however many updates.
+/// Returns whether any was queued.
+pub(crate) async fn enqueue_updates(db: &mut impl Db, updates: &[Update<'_>]) -> Result<bool> {
+    if updates.is_empty() {
+        return Ok(false);
+    }
+    let incidents: Vec<&str> = updates.iter().map(|u| u.incident).collect();
+    let mut q = query(
+        "SELECT DISTINCT incident_id, user_id, contact_id, channel, address FROM outbox
+         WHERE reason IN ('assigned', 'escalated', 'retriggered')
+           AND status IN ('sending', 'sent', 'delivered') AND incident_id IN ",
+    );
+    q.push_list(&incidents);
+    type Paged = (String, String, Option<String>, String, String);
+    let paged: Vec<Paged> = db.fetch_all(q).await?;
+    let mut rows: Vec<(&Update<'_>, &'static str, &Paged)> = Vec::new();
+    for update in updates {
+        let Some(reason) = update_reason(update.action) else {
+            continue;
+        };
+        for p in paged.iter().filter(|p| p.0 == update.incident) {
+            if update.skip.iter().flatten().all(|skip| *skip != p.1) {
+                rows.push((update, reason, p));
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Ok(false);
+    }
+    for chunk in rows.chunks(500) {
+        let ids: Vec<String> = chunk.iter().map(|_| new_id()).collect();
+        let mut q = query(
+            "INSERT INTO outbox (id, account_id, incident_id, user_id, contact_id, reason, channel, address,
+                status, attempts, page_at, due_at, created_at, updated_at) VALUES ",
+        );
+        for (i, ((u, reason, p), id)) in chunk.iter().zip(&ids).enumerate() {
+            push_row(&mut q, i, |q| {
+                q.push_bind(id)
+                    .push(", ")
+                    .push_bind(u.account)
+                    .push(", ")
+                    .push_bind(u.incident)
+                    .push(", ")
+                    .push_bind(&p.1)
+                    .push(", ")
+                    .push_bind(&p.2)
+                    .push(", ")
+                    .push_bind(*reason)
+                    .push(", ")
+                    .push_bind(&p.3)
+                    .push(", ")
+                    .push_bind(&p.4)
+                    .push(", 'queued', 0, ")
+                    .push_bind(&u.at)
+                    .push(", ")
+                    .push_bind(&u.at)
+                    .push(", ")
+                    .push_bind(&u.at)
+                    .push(", ")
+                    .push_bind(&u.at);
+            });
+        }
+        db.execute(q).await?;
+    }
+    Ok(true)
+}
+
 /// Cancels queued pages of an incident, in the transaction that changed
 /// it: all of them (`keep: None`) when it was acknowledged or resolved, or
 /// all but the new assignee's when it was reassigned.
@@ -419,13 +570,15 @@ pub(crate) async fn cancel_pages(
     let q = match keep {
         None => query(
             "UPDATE outbox SET status = 'cancelled', updated_at = $1
-             WHERE status = 'queued' AND incident_id = $2",
+             WHERE status = 'queued' AND incident_id = $2
+               AND reason IN ('assigned', 'escalated', 'retriggered')",
         )
         .bind(&now)
         .bind(incident),
         Some(user) => query(
             "UPDATE outbox SET status = 'cancelled', updated_at = $1
-             WHERE status = 'queued' AND incident_id = $2 AND user_id <> $3",
+             WHERE status = 'queued' AND incident_id = $2 AND user_id <> $3
+               AND reason IN ('assigned', 'escalated', 'retriggered')",
         )
         .bind(&now)
         .bind(incident)
@@ -445,6 +598,19 @@ pub(crate) async fn write_batch_pages(
     for (incident, keep) in &batch.stop_pages {
         cancel_pages(db, incident, keep.as_deref(), now).await?;
     }
+    // Updates first: they go to those paged before this batch's pages.
+    let updates: Vec<Update<'_>> = batch
+        .updates
+        .iter()
+        .map(|(account, incident, action, assignee)| Update {
+            account,
+            incident,
+            action: *action,
+            skip: [assignee.as_deref(), None],
+            at: now,
+        })
+        .collect();
+    let updated = enqueue_updates(db, &updates).await?;
     let pages: Vec<Page<'_>> = batch
         .pages
         .iter()
@@ -456,5 +622,5 @@ pub(crate) async fn write_batch_pages(
             at: now,
         })
         .collect();
-    enqueue_pages(db, &pages).await
+    Ok(enqueue_pages(db, &pages).await? | updated)
 }

@@ -300,6 +300,29 @@ pub(crate) async fn apply_change(
     } else if change.current_user_id != before.current_user_id {
         super::outbox::cancel_pages(db, &before.id, change.current_user_id.as_deref(), now).await?;
     }
+    // Those already paged hear what happened (before this change's own
+    // pages exist, so a new assignee is not told twice).
+    let mut queued = false;
+    if let Some(update) = change.status_update {
+        let actor_user = match actor {
+            Actor::User(id) => Some(id.as_str()),
+            _ => None,
+        };
+        let assignee = (update.action == klaxon_core::IncidentAction::Escalate)
+            .then_some(change.current_user_id.as_deref())
+            .flatten();
+        queued |= super::outbox::enqueue_updates(
+            db,
+            &[super::outbox::Update {
+                account: account_id,
+                incident: &before.id,
+                action: update.action,
+                skip: [actor_user, assignee],
+                at: now,
+            }],
+        )
+        .await?;
+    }
     let pages: Vec<super::outbox::Page<'_>> = change
         .pages
         .iter()
@@ -311,7 +334,8 @@ pub(crate) async fn apply_change(
             at: now,
         })
         .collect();
-    if super::outbox::enqueue_pages(db, &pages).await? {
+    queued |= super::outbox::enqueue_pages(db, &pages).await?;
+    if queued {
         db.record(Change::MessagesQueued);
     }
     let changes = transition_changeset(
