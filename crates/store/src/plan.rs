@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use klaxon_core::engine::{decide, Cause, Context, Decision, PageReason, StatusUpdate};
+use klaxon_core::engine::{decide, Cause, Context, Decision, PageReason, StatusUpdate, TimerKind};
 use klaxon_core::escalation::Step;
 use klaxon_core::incident::{IncidentAction, IncidentState, TransitionError};
 use klaxon_core::time::{Millis, MINUTE_MS};
@@ -53,11 +53,13 @@ pub(crate) fn open_changeset(
     key: &str,
     change: &Change,
 ) -> serde_json::Value {
-    serde_json::json!({
+    let mut changeset = serde_json::json!({
         "state": "triggered", "message": new.message, "description": new.description,
         "details": new.details, "key": key, "current_user_id": change.current_user_id,
         "current_policy_rule_id": change.current_policy_rule_id, "escalation_loop_count": change.loop_count,
-    })
+    });
+    change.annotate(&mut changeset);
+    changeset
 }
 
 /// The service and policy settings `load_policy_context` reads in one query.
@@ -101,6 +103,33 @@ pub(crate) struct Change {
     pub pages: Vec<(PageReason, String)>,
     /// The update for the users already paged about the incident.
     pub status_update: Option<StatusUpdate>,
+    /// Rules passed over because nobody was on call on their schedule
+    /// (the step went on to the next rule that had someone).
+    pub skipped_rules: Vec<String>,
+    /// The step found nobody on call on any rule from its own on: the
+    /// incident stays unassigned until the next escalation.
+    pub nobody_on_call: bool,
+}
+
+impl Change {
+    /// Adds what the walk passed over to an audit changeset.
+    pub fn annotate(&self, changeset: &mut serde_json::Value) {
+        if let Some(map) = changeset.as_object_mut() {
+            if !self.skipped_rules.is_empty() {
+                map.insert(
+                    "skipped_rules".into(),
+                    serde_json::json!(self.skipped_rules),
+                );
+            }
+            if self.nobody_on_call {
+                tracing::warn!(
+                    rule = ?self.current_policy_rule_id,
+                    "nobody is on call on any rule from here on: the incident stays unassigned and pages no one until it escalates"
+                );
+                map.insert("nobody_on_call".into(), serde_json::Value::Bool(true));
+            }
+        }
+    }
 }
 
 impl PolicyContext {
@@ -168,6 +197,12 @@ fn change(before: Option<&Incident>, d: Decision, pc: &PolicyContext, now: Milli
         ),
         None => (None, None, 1),
     };
+    let mut schedule: Vec<(&'static str, Millis)> = d
+        .schedule
+        .iter()
+        .map(|(k, due)| (k.as_str(), *due))
+        .collect();
+    let (mut skipped_rules, mut nobody_on_call) = (Vec::new(), false);
     if let Some(Step {
         index,
         loop_count: l,
@@ -177,6 +212,33 @@ fn change(before: Option<&Incident>, d: Decision, pc: &PolicyContext, now: Milli
             user = pc.assignee(r, now);
             rule = Some(r.id.clone());
             loop_count = i64::from(l);
+            if user.is_none() {
+                // Nobody on call on this rule's schedule: go on at once to
+                // the next rule that has someone, as if its timeout had
+                // passed, and time the escalation by that rule.
+                let next = pc
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .skip(index + 1)
+                    .find_map(|(j, r)| Some((j, r, pc.assignee(r, now)?)));
+                match next {
+                    Some((j, next, assignee)) => {
+                        skipped_rules = pc.rules[index..j].iter().map(|r| r.id.clone()).collect();
+                        user = Some(assignee);
+                        rule = Some(next.id.clone());
+                        let escalate = TimerKind::Escalate.as_str();
+                        for (kind, due) in &mut schedule {
+                            if *kind == escalate {
+                                *due = now.saturating_add(
+                                    next.escalation_timeout.saturating_mul(MINUTE_MS),
+                                );
+                            }
+                        }
+                    }
+                    None => nobody_on_call = true,
+                }
+            }
         }
     }
     let (acknowledged_at, resolved_at) = match d.to {
@@ -200,13 +262,11 @@ fn change(before: Option<&Incident>, d: Decision, pc: &PolicyContext, now: Milli
         current_policy_rule_id: rule,
         loop_count,
         cancel: d.cancel.iter().map(|k| k.as_str()).collect(),
-        schedule: d
-            .schedule
-            .iter()
-            .map(|(k, due)| (k.as_str(), *due))
-            .collect(),
+        schedule,
         pages,
         status_update: d.status_update,
+        skipped_rules,
+        nobody_on_call,
     }
 }
 
@@ -408,13 +468,14 @@ pub(crate) fn plan_batch(due: &[DueTimer], input: BatchInput, now: Millis) -> Ba
             acted: change.is_some(),
         });
         let Some((change, pc)) = change else { continue };
-        let changes = crate::util::transition_changeset(
+        let mut changes = crate::util::transition_changeset(
             current,
             change.state,
             &change.current_user_id,
             &change.current_policy_rule_id,
             change.loop_count,
         );
+        change.annotate(&mut changes);
         out.events.push((
             current.account_id.clone(),
             current.id.clone(),

@@ -338,13 +338,14 @@ pub(crate) async fn apply_change(
     if queued {
         db.record(Change::MessagesQueued);
     }
-    let changes = transition_changeset(
+    let mut changes = transition_changeset(
         before,
         change.state,
         &change.current_user_id,
         &change.current_policy_rule_id,
         change.loop_count,
     );
+    change.annotate(&mut changes);
     let action = format!("incident.{}", change.action.as_str());
     audit(account_id, actor, now)
         .event(db, &action, ("incident", &before.id), &changes)

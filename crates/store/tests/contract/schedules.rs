@@ -1016,16 +1016,17 @@ pub(crate) async fn trigger_assigns_the_schedule_on_call(store: Arc<dyn Store>) 
         .await;
     assert_eq!(j.current_user_id.as_deref(), Some(b));
 
-    // Nobody on call (before the first handoff): the rule still holds the
-    // incident, and escalation still runs.
+    // Nobody on call (before the first handoff): the rule is passed over
+    // at once for the next one with someone, whose timeout then runs,
+    // and the audit event says which rule was skipped.
     let early = berlin(2026, 1, 1, 12, 0);
     let k = w
         .trigger_on(store, &service.id, "too early", None, early)
         .await;
-    assert_eq!(k.current_user_id, None);
+    assert_eq!(k.current_user_id.as_deref(), Some(w.t.admin.as_str()));
     assert_eq!(
         k.current_policy_rule_id.as_deref(),
-        Some(rules[0].id.as_str())
+        Some(rules[1].id.as_str())
     );
     assert_eq!(k.state, "triggered");
     let timers = store.list_timers(acc, &k.id).await.expect("list_timers");
@@ -1034,14 +1035,32 @@ pub(crate) async fn trigger_assigns_the_schedule_on_call(store: Arc<dyn Store>) 
         (timers[0].kind.as_str(), timers[0].due_at),
         ("escalate", early + 30 * MINUTE)
     );
+    let opened = events_of(store, acc, "incident", &k.id).await;
+    let trigger = opened
+        .iter()
+        .find(|e| e.action == "incident.create")
+        .expect("a create event");
+    assert_eq!(trigger.changeset.0["skipped_rules"], json!([rules[0].id]));
     let k = store.get_incident(acc, &k.id).await.expect("get_incident");
     assert_eq!(
         (
             k.current_user_id.as_deref(),
             k.current_policy_rule_id.as_deref()
         ),
-        (None, Some(rules[0].id.as_str()))
+        (Some(w.t.admin.as_str()), Some(rules[1].id.as_str()))
     );
+
+    // A policy whose only rule has nobody on call leaves the incident
+    // unassigned, and says so.
+    let (lonely, lonely_rules) = service_with(store, &w.t, "lonely", &[schedule_rule(&s.id)]).await;
+    let u = w.trigger_on(store, &lonely.id, "nobody", None, early).await;
+    assert_eq!(u.current_user_id, None);
+    assert_eq!(
+        u.current_policy_rule_id.as_deref(),
+        Some(lonely_rules[0].id.as_str())
+    );
+    let opened = events_of(store, acc, "incident", &u.id).await;
+    assert_eq!(opened[0].changeset.0["nobody_on_call"], json!(true));
 
     // An override for B during A's week wins.
     store
