@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::{self, error::ApiError};
 use crate::notify::links::Signer;
+use crate::notify::web::SigningKeys;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -37,21 +38,26 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Signs and checks one-click answer links.
     pub links: Arc<Signer>,
+    /// Each account's webhook signing secret.
+    pub webhook_keys: SigningKeys,
 }
 
 impl AppState {
-    /// The state for `store`, with the link-signing key it shares.
+    /// The state for `store`, with the link and webhook signing keys it
+    /// shares.
     pub async fn load(
         store: Arc<dyn Store>,
         clock: Clock,
         config: Arc<Config>,
     ) -> klaxon_store::Result<Self> {
         let links = Signer::load(&*store, &config.public_url, clock.now_ms()).await?;
+        let webhook_keys = SigningKeys::load(&*store, clock.now_ms()).await?;
         Ok(Self {
             store,
             clock,
             config,
             links: Arc::new(links),
+            webhook_keys,
         })
     }
 }
