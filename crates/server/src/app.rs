@@ -66,7 +66,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use http::{
         contacts, events, health, incidents, integration, notifications, policies, schedules,
-        services, sessions, users,
+        services, sessions, signing, users,
     };
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -224,6 +224,10 @@ pub fn router(state: AppState) -> Router {
             get(notifications::list_incident_notifications),
         )
         .route("/events", get(events::list_events))
+        .route(
+            "/webhook_signing_secret",
+            get(signing::show_webhook_signing_secret),
+        )
         .route(
             "/trigger",
             put(integration::trigger).post(integration::trigger),
