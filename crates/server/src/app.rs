@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::{self, error::ApiError};
 use crate::notify::links::Signer;
+use crate::notify::web::SigningKeys;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -37,21 +38,26 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Signs and checks one-click answer links.
     pub links: Arc<Signer>,
+    /// Each account's webhook signing secret.
+    pub webhook_keys: SigningKeys,
 }
 
 impl AppState {
-    /// The state for `store`, with the link-signing key it shares.
+    /// The state for `store`, with the link and webhook signing keys it
+    /// shares.
     pub async fn load(
         store: Arc<dyn Store>,
         clock: Clock,
         config: Arc<Config>,
     ) -> klaxon_store::Result<Self> {
         let links = Signer::load(&*store, &config.public_url, clock.now_ms()).await?;
+        let webhook_keys = SigningKeys::load(&*store, clock.now_ms()).await?;
         Ok(Self {
             store,
             clock,
             config,
             links: Arc::new(links),
+            webhook_keys,
         })
     }
 }
@@ -60,7 +66,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use http::{
         contacts, events, health, incidents, integration, notifications, policies, schedules,
-        services, sessions, users,
+        services, sessions, signing, users,
     };
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -218,6 +224,10 @@ pub fn router(state: AppState) -> Router {
             get(notifications::list_incident_notifications),
         )
         .route("/events", get(events::list_events))
+        .route(
+            "/webhook_signing_secret",
+            get(signing::show_webhook_signing_secret),
+        )
         .route(
             "/trigger",
             put(integration::trigger).post(integration::trigger),

@@ -155,7 +155,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         engine_stop.clone(),
     ));
     let state = AppState::load(store.clone(), clock.clone(), Arc::new(config)).await?;
-    let notifier = Arc::new(notify::providers(&state.config, state.links.clone())?);
+    let notifier = Arc::new(notify::providers(
+        &state.config,
+        state.links.clone(),
+        state.webhook_keys.clone(),
+    )?);
     let sender = tokio::spawn(notify::run(
         store.clone(),
         clock.clone(),

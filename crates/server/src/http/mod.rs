@@ -16,6 +16,7 @@ pub mod policies;
 pub mod schedules;
 pub mod services;
 pub mod sessions;
+pub mod signing;
 pub mod users;
 pub mod views;
 

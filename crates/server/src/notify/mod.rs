@@ -18,6 +18,7 @@
 //! call it after moving the clock.
 
 pub mod links;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,15 +115,26 @@ impl Notifier for Router {
 }
 
 /// The providers `config` sets up, by channel; the rest go to the dev
-/// outbox.
-pub fn providers(config: &crate::config::Config, links: Arc<dyn Links>) -> anyhow::Result<Router> {
-    let router = Router::new();
+/// outbox. Webhook, Slack and ntfy contacts need no configuration (the
+/// address is the URL); webhooks are signed with `webhook_keys`.
+pub fn providers(
+    config: &crate::config::Config,
+    links: Arc<dyn Links>,
+    webhook_keys: web::SigningKeys,
+) -> anyhow::Result<Router> {
+    let http = Arc::new(web::Web::new(&config.public_url, links)?);
+    let router = Router::new()
+        .with(
+            "webhook",
+            Arc::new(web::Webhook::new(http.clone(), webhook_keys)),
+        )
+        .with("slack", Arc::new(web::Slack::new(http.clone())))
+        .with("ntfy", Arc::new(web::Ntfy::new(http)));
     for channel in ["email", "sms", "phone", "webhook", "slack", "ntfy"] {
         if !router.channels().any(|c| c == channel) {
             tracing::warn!(channel, "no provider configured: messages go to the dev outbox (logged, recorded as delivered)");
         }
     }
-    let _ = (config, links);
     Ok(router)
 }
 
