@@ -17,6 +17,8 @@
 //! [`run_due`] is one round without the sleeping; tests on a manual clock
 //! call it after moving the clock.
 
+pub mod twilio;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,13 +116,16 @@ impl Notifier for Router {
 /// The providers `config` sets up, by channel; the rest go to the dev
 /// outbox.
 pub fn providers(config: &crate::config::Config) -> anyhow::Result<Router> {
-    let router = Router::new();
+    let mut router = Router::new();
+    if let Some(twilio) = &config.twilio {
+        let twilio: Arc<dyn Notifier> = Arc::new(twilio::Twilio::new(twilio, &config.public_url)?);
+        router = router.with("sms", twilio.clone()).with("phone", twilio);
+    }
     for channel in ["email", "sms", "phone", "webhook", "slack", "ntfy"] {
         if !router.channels().any(|c| c == channel) {
             tracing::warn!(channel, "no provider configured: messages go to the dev outbox (logged, recorded as delivered)");
         }
     }
-    let _ = config;
     Ok(router)
 }
 
