@@ -16,6 +16,9 @@ pub mod policies;
 pub mod schedules;
 pub mod services;
 pub mod sessions;
+pub mod twilio;
+pub mod twilio_signature;
+pub mod twiml;
 pub mod users;
 pub mod views;
 
