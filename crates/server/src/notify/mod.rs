@@ -118,6 +118,9 @@ impl Notifier for Router {
 pub fn providers(config: &crate::config::Config) -> anyhow::Result<Router> {
     let mut router = Router::new();
     if let Some(twilio) = &config.twilio {
+        if twilio::is_loopback(&config.public_url) {
+            tracing::warn!(public_url = %config.public_url, "Twilio cannot reach this public URL: calls will not find their script, and SMS replies and delivery reports will not arrive; set KLAXON_PUBLIC_URL");
+        }
         let twilio: Arc<dyn Notifier> = Arc::new(twilio::Twilio::new(twilio, &config.public_url)?);
         router = router.with("sms", twilio.clone()).with("phone", twilio);
     }

@@ -90,6 +90,23 @@ impl Twilio {
     }
 }
 
+/// Whether `public_url` names this machine only (the default
+/// `http://127.0.0.1:8080`), which Twilio cannot call back.
+pub fn is_loopback(public_url: &str) -> bool {
+    let rest = public_url.split_once("://").map_or(public_url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+}
+
 /// Where Twilio fetches the TwiML of the call that sends message `id`.
 pub fn voice_url(public_url: &str, id: &str) -> String {
     let query: String = form_urlencoded::Serializer::new(String::new())
@@ -441,6 +458,29 @@ mod tests {
         assert!(t
             .request(&message("email", "assigned", "Disks", "full"))
             .is_none());
+    }
+
+    #[test]
+    fn loopback_public_urls_are_told_apart() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://localhost",
+            "https://LOCALHOST:8443/klaxon",
+            "http://[::1]:8080",
+            "http://0.0.0.0:8080",
+            "http://user@127.0.0.2/x",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in [
+            "https://klaxon.example.com",
+            "http://10.0.0.5:8080",
+            "https://[2001:db8::1]/",
+            "http://localhost.example.com",
+            "http://klaxon.test",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
     }
 
     #[tokio::test]
