@@ -66,7 +66,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use http::{
         contacts, events, health, incidents, integration, notifications, policies, schedules,
-        services, sessions, signing, users,
+        services, sessions, signing, twilio, users,
     };
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -240,6 +240,11 @@ pub fn router(state: AppState) -> Router {
             "/resolve",
             put(integration::resolve).post(integration::resolve),
         )
+        // Twilio's webhooks: authenticated by Twilio's signature, not a token.
+        .route("/sms", post(twilio::receive_sms))
+        .route("/voice", post(twilio::show_voice))
+        .route("/voice/receive", post(twilio::receive_voice_key))
+        .route("/twilio/status", post(twilio::receive_status))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -734,6 +734,44 @@ pub trait LinkStore: Send + Sync {
     async fn use_link(&self, id: &str, expires_at: Millis, now: Millis) -> Result<bool>;
 }
 
+/// Answers from the channels pages go out on (SMS replies, key presses
+/// in a call, providers' delivery reports). These look across accounts:
+/// the caller has authenticated the provider's request, which names a
+/// phone number, a message or the provider's id rather than an account.
+#[async_trait]
+pub trait AnswerStore: Send + Sync {
+    /// The users, in every account, with a contact of one of `kinds` at
+    /// `address` (stored normalised, e.g. E.164), once each, in the order
+    /// their first such contact was added.
+    async fn users_by_contact_address(
+        &self,
+        address: &str,
+        kinds: &[klaxon_core::contact::ContactType],
+    ) -> Result<Vec<ContactOwner>>;
+
+    /// The unresolved incidents assigned to a user now, oldest first.
+    async fn open_incidents_assigned_to(
+        &self,
+        account_id: &str,
+        user_id: &str,
+    ) -> Result<Vec<Incident>>;
+
+    /// One message of the outbox, in any account, with its incident as it
+    /// is now (what a phone call reads out); `None` when there is none.
+    async fn outgoing_message(&self, id: &str) -> Result<Option<OutgoingMessage>>;
+
+    /// Records a provider's report on the messages it took under
+    /// `provider_id` (an SMS bundle is several): `sent` becomes `delivered`
+    /// or `failed`. A message in any other state is left as it is, so a
+    /// late or repeated report changes nothing. Returns how many changed.
+    async fn report_delivery(
+        &self,
+        provider_id: &str,
+        report: &DeliveryReport,
+        now: Millis,
+    ) -> Result<u64>;
+}
+
 /// The whole store.
 #[async_trait]
 pub trait Store:
@@ -746,6 +784,7 @@ pub trait Store:
     + TimerStore
     + OutboxStore
     + LinkStore
+    + AnswerStore
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

@@ -739,3 +739,28 @@ pub enum SendOutcome {
         error: String,
     },
 }
+
+/// A user who can be reached at a contact address (who sent an SMS reply
+/// from that number), in one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactOwner {
+    /// The user's account.
+    pub account_id: String,
+    /// The user.
+    pub user_id: String,
+    /// The user's role (`admin`, `responder` or `observer`).
+    pub role: String,
+}
+
+/// What a provider reported, after taking a message, about its delivery
+/// (Twilio's status callback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryReport {
+    /// It arrived (an SMS delivered, a call answered).
+    Delivered,
+    /// It did not (undelivered, busy, no answer…).
+    Failed {
+        /// What the provider said.
+        error: String,
+    },
+}

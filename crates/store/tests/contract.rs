@@ -12,6 +12,8 @@
 mod accounts;
 #[path = "contract/acting.rs"]
 mod acting;
+#[path = "contract/answers.rs"]
+mod answers;
 #[path = "contract/concurrency.rs"]
 mod concurrency;
 #[path = "contract/contacts.rs"]
@@ -39,8 +41,8 @@ use klaxon_core::time::Millis;
 use klaxon_core::{IncidentAction, IncidentState};
 use klaxon_store::{
     ActOutcome, Actor, Event, EventFilter, Incident, IncidentFilter, IncidentPatch, NewIncident,
-    Policy, PolicyRule, Result, RuleInput, Service, ServiceInput, Store, StoreError,
-    TriggerOutcome, UserInput,
+    OutgoingMessage, Policy, PolicyRule, Result, RuleInput, Service, ServiceInput, Store,
+    StoreError, TriggerOutcome, UserInput,
 };
 use serde_json::json;
 use tempfile::TempDir;
@@ -131,6 +133,9 @@ contract_tests!(
     contacts::concurrent_rule_and_contact_deletion,
     links::secrets_are_made_once,
     links::links_work_once,
+    answers::users_by_contact_address_across_accounts,
+    answers::open_incidents_assigned_to_a_user,
+    answers::outgoing_messages_and_delivery_reports,
 );
 
 // ---------------------------------------------------------------------------

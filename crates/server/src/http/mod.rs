@@ -17,6 +17,9 @@ pub mod schedules;
 pub mod services;
 pub mod sessions;
 pub mod signing;
+pub mod twilio;
+pub mod twilio_signature;
+pub mod twiml;
 pub mod users;
 pub mod views;
 

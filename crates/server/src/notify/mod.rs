@@ -18,6 +18,7 @@
 //! call it after moving the clock.
 
 pub mod links;
+pub mod twilio;
 pub mod web;
 
 use std::sync::Arc;
@@ -123,17 +124,26 @@ pub fn providers(
     webhook_keys: web::SigningKeys,
 ) -> anyhow::Result<Router> {
     let http = Arc::new(web::Web::new(&config.public_url, links)?);
-    let router = Router::new()
+    let mut router = Router::new()
         .with(
             "webhook",
             Arc::new(web::Webhook::new(http.clone(), webhook_keys)),
         )
         .with("slack", Arc::new(web::Slack::new(http.clone())))
         .with("ntfy", Arc::new(web::Ntfy::new(http)));
-    for channel in ["email", "sms", "phone", "webhook", "slack", "ntfy"] {
-        if !router.channels().any(|c| c == channel) {
-            tracing::warn!(channel, "no provider configured: messages go to the dev outbox (logged, recorded as delivered)");
+    if let Some(twilio) = &config.twilio {
+        if twilio::is_loopback(&config.public_url) {
+            tracing::warn!(public_url = %config.public_url, "Twilio cannot reach this public URL: calls will not find their script, and SMS replies and delivery reports will not arrive; set KLAXON_PUBLIC_URL");
         }
+        let twilio: Arc<dyn Notifier> = Arc::new(twilio::Twilio::new(twilio, &config.public_url)?);
+        router = router.with("sms", twilio.clone()).with("phone", twilio);
+    }
+    let missing: Vec<&str> = ["email", "sms", "phone"]
+        .into_iter()
+        .filter(|channel| !router.channels().any(|c| c == *channel))
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(channels = ?missing, "no provider configured: these messages go to the dev outbox (logged, recorded as delivered)");
     }
     Ok(router)
 }

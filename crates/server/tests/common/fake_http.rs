@@ -66,6 +66,18 @@ pub type Responder = Arc<dyn Fn(&Recorded, usize) -> Answer + Send + Sync>;
 struct Shared {
     log: Arc<Mutex<Vec<Recorded>>>,
     responder: Responder,
+    /// While it reads `false`, requests are recorded but not answered.
+    gate: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// Holds a gated fake's answers until opened (see [`FakeHttp::gated`]).
+pub struct Gate(tokio::sync::watch::Sender<bool>);
+
+impl Gate {
+    /// Answers every request held so far, and every later one at once.
+    pub fn open(&self) {
+        let _ = self.0.send(true);
+    }
 }
 
 /// A fake HTTP service on a random loopback port, stopped on drop.
@@ -79,10 +91,25 @@ pub struct FakeHttp {
 impl FakeHttp {
     /// Starts a fake answering every request with `responder`.
     pub async fn start(responder: Responder) -> FakeHttp {
+        Self::serve(responder, None).await
+    }
+
+    /// A fake that records requests as they come but answers none until
+    /// the gate is opened: a provider that is slow to answer, on cue.
+    pub async fn gated(responder: Responder) -> (FakeHttp, Gate) {
+        let (open, gate) = tokio::sync::watch::channel(false);
+        (Self::serve(responder, Some(gate)).await, Gate(open))
+    }
+
+    async fn serve(
+        responder: Responder,
+        gate: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> FakeHttp {
         let log = Arc::new(Mutex::new(Vec::new()));
         let shared = Shared {
             log: log.clone(),
             responder,
+            gate,
         };
         let app = axum::Router::new().fallback(handle).with_state(shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -154,6 +181,9 @@ async fn handle(
         log.push(recorded);
         answer
     };
+    if let Some(mut gate) = shared.gate.clone() {
+        let _ = gate.wait_for(|open| *open).await;
+    }
     let mut response = (status, body).into_response();
     for (name, value) in headers {
         if let Ok(v) = value.parse() {

@@ -17,6 +17,7 @@
 //! group-commit batcher).
 
 pub(crate) mod accounts;
+pub(crate) mod answers;
 pub(crate) mod contacts;
 pub(crate) mod incidents;
 pub(crate) mod links;
