@@ -17,6 +17,7 @@
 //! [`run_due`] is one round without the sleeping; tests on a manual clock
 //! call it after moving the clock.
 
+pub mod email;
 pub mod links;
 
 use std::sync::Arc;
@@ -116,13 +117,15 @@ impl Notifier for Router {
 /// The providers `config` sets up, by channel; the rest go to the dev
 /// outbox.
 pub fn providers(config: &crate::config::Config, links: Arc<dyn Links>) -> anyhow::Result<Router> {
-    let router = Router::new();
+    let mut router = Router::new();
+    if let Some(smtp) = &config.smtp {
+        router = router.with("email", Arc::new(email::Email::new(smtp, links.clone())?));
+    }
     for channel in ["email", "sms", "phone", "webhook", "slack", "ntfy"] {
         if !router.channels().any(|c| c == channel) {
             tracing::warn!(channel, "no provider configured: messages go to the dev outbox (logged, recorded as delivered)");
         }
     }
-    let _ = (config, links);
     Ok(router)
 }
 
