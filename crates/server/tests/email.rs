@@ -1,7 +1,8 @@
 //! Email pages against the real binary and a real SMTP server (the
 //! in-process sink), on both backends: who is emailed, what the mail says,
 //! the answer links in it (GET shows, POST acts, once), retries on 4xx
-//! replies and failures on 5xx.
+//! replies and failures on 5xx; and, in process on a manual clock, the
+//! pages of links that cannot be used.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -371,3 +372,181 @@ both_backends!(
     a_transient_failure_is_retried_until_delivered,
     a_permanent_failure_is_recorded_with_the_reply,
 );
+
+/// In process, on a manual clock: the pages for links that cannot be used
+/// (expired, sent to someone who may no longer act, about an incident
+/// since deleted), none of which changes anything.
+mod link_pages {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use klaxon_server::app::{router, AppState};
+    use klaxon_server::clock::Clock;
+    use klaxon_server::config::ConfigArgs;
+    use klaxon_server::notify::links::LinkClaim;
+    use klaxon_server::notify::LinkAction;
+    use serde_json::{json, Value};
+    use tower::ServiceExt;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    async fn call(
+        app: &axum::Router,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, String) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Authorization", format!("Token token=\"{token}\""));
+        if body.is_some() {
+            req = req.header("Content-Type", "application/json");
+        }
+        let body = body.map(|b| Body::from(b.to_string())).unwrap_or_default();
+        let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+        let status = res.status();
+        let ct = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if path.starts_with("/links/") {
+            assert!(ct.starts_with("text/html"), "{path}: {ct} {text}");
+        }
+        (status, text)
+    }
+
+    async fn json_call(
+        app: &axum::Router,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> Value {
+        let (status, text) = call(app, method, path, token, Some(body)).await;
+        assert!(status.is_success(), "{path}: {status} {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unusable_links_get_their_pages_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = klaxon_store::connect(&format!("sqlite://{}/k.db", dir.path().display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let state = AppState::load(
+            store,
+            Clock::manual(NOW),
+            Arc::new(ConfigArgs::default().load().unwrap()),
+        )
+        .await
+        .unwrap();
+        let links = state.links.clone();
+        let app = router(state);
+        let reg = json_call(&app, Method::POST, "/registrations", "", json!({
+            "account_name": "Alpha", "name": "Ann", "email": "ann@example.com", "password": "correct horse",
+        }))
+        .await;
+        let token = reg["token"].as_str().unwrap();
+        let account = reg["account_id"].as_str().unwrap();
+        let ann = reg["user_id"].as_str().unwrap();
+        let observer = json_call(
+            &app,
+            Method::POST,
+            "/users",
+            token,
+            json!({
+                "name": "Olga", "email": "olga@example.com", "role": "observer",
+            }),
+        )
+        .await;
+        let policy = json_call(&app, Method::POST, "/policies", token, json!({"name": "P"})).await;
+        let pid = policy["id"].as_str().unwrap();
+        json_call(
+            &app,
+            Method::POST,
+            &format!("/policies/{pid}/rules"),
+            token,
+            json!({"escalation_timeout": 30, "assignment": {"type": "user", "id": ann}}),
+        )
+        .await;
+        let service = json_call(
+            &app,
+            Method::POST,
+            "/services",
+            token,
+            json!({"name": "Disks", "policy_id": pid}),
+        )
+        .await;
+        let sid = service["id"].as_str().unwrap();
+        let incident = json_call(
+            &app,
+            Method::POST,
+            &format!("/services/{sid}/incidents"),
+            token,
+            json!({"message": "disk full"}),
+        )
+        .await;
+        let iid = incident["id"].as_str().unwrap();
+        let link = |user: &str, expires_at: i64| {
+            format!(
+                "/links/{}",
+                links.token(&LinkClaim {
+                    account_id: account.to_owned(),
+                    incident_id: iid.to_owned(),
+                    user_id: user.to_owned(),
+                    message_id: format!("msg-{user}-{expires_at}"),
+                    action: LinkAction::Resolve,
+                    expires_at,
+                })
+            )
+        };
+        let state_now = || async {
+            let (_, text) =
+                call(&app, Method::GET, &format!("/incidents/{iid}"), token, None).await;
+            serde_json::from_str::<Value>(&text).unwrap()["state"].clone()
+        };
+
+        // Expired.
+        let expired = link(ann, NOW);
+        for method in [Method::GET, Method::POST] {
+            let (status, text) = call(&app, method, &expired, "", None).await;
+            assert_eq!(status, StatusCode::GONE, "{text}");
+            assert!(text.contains("This link has expired"), "{text}");
+        }
+        // Sent to an observer (someone whose role changed since).
+        let olga = link(observer["id"].as_str().unwrap(), NOW + 60_000);
+        let (status, text) = call(&app, Method::POST, &olga, "", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+        assert!(text.contains("You cannot act on incidents"), "{text}");
+        assert_eq!(state_now().await, "triggered");
+        // The incident deleted since.
+        let valid = link(ann, NOW + 60_000);
+        let (status, text) = call(&app, Method::GET, &valid, "", None).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert!(text.contains("Resolve incident"), "{text}");
+        let (status, _) = call(
+            &app,
+            Method::DELETE,
+            &format!("/incidents/{iid}"),
+            token,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        for method in [Method::GET, Method::POST] {
+            let (status, text) = call(&app, method, &valid, "", None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+            assert!(text.contains("Incident not found"), "{text}");
+        }
+    }
+}
