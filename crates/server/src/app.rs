@@ -65,8 +65,8 @@ impl AppState {
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
     use http::{
-        contacts, events, health, incidents, integration, notifications, policies, schedules,
-        services, sessions, signing, twilio, users,
+        contacts, events, health, incidents, integration, links, notifications, policies,
+        schedules, services, sessions, signing, twilio, users,
     };
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -245,6 +245,10 @@ pub fn router(state: AppState) -> Router {
         .route("/voice", post(twilio::show_voice))
         .route("/voice/receive", post(twilio::receive_voice_key))
         .route("/twilio/status", post(twilio::receive_status))
+        .route(
+            "/links/{token}",
+            get(links::show_link).post(links::use_link),
+        )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -261,18 +265,19 @@ pub fn router(state: AppState) -> Router {
 
 /// The safety net under every route: an error answered by the framework
 /// rather than a handler (a path segment that is not UTF-8) is
-/// rewritten into the same JSON error body handlers send.
+/// rewritten into the same JSON error body handlers send. HTML pages
+/// (the answer-link pages, for browsers) keep their own error pages.
 async fn json_errors(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_json = response
+    let answered = response
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if answered {
         return response;
     }
     let (mut parts, body) = response.into_parts();

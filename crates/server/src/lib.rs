@@ -4,6 +4,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod html;
 pub mod http;
 pub mod notify;
 pub mod password;

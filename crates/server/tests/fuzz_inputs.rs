@@ -13,6 +13,8 @@ use axum::http::{Method, Request, StatusCode};
 use klaxon_server::app::{router, AppState};
 use klaxon_server::clock::Clock;
 use klaxon_server::config::ConfigArgs;
+use klaxon_server::notify::links::LinkClaim;
+use klaxon_server::notify::LinkAction;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -211,6 +213,7 @@ async fn random_requests_never_get_a_5xx(url: &str) {
     )
     .await
     .unwrap();
+    let links = state.links.clone();
     let app = router(state);
     let (_, _, reg) = call(&app, Method::POST, "/registrations", "", Some("application/json"),
         json!({"account_name": "Fuzz", "name": "F", "email": "f@example.com", "password": "fuzzing!"}).to_string().into_bytes()).await;
@@ -269,6 +272,17 @@ async fn random_requests_never_get_a_5xx(url: &str) {
     )
     .await;
     let iid = inc["id"].as_str().unwrap().to_owned();
+    // A working answer link (used at most once by the fuzzer), and the
+    // same link altered.
+    let link = links.token(&LinkClaim {
+        account_id: reg["account_id"].as_str().unwrap().to_owned(),
+        incident_id: iid.clone(),
+        user_id: user.clone(),
+        message_id: "fuzz0001".into(),
+        action: LinkAction::Acknowledge,
+        expires_at: i64::MAX,
+    });
+    let altered = link.replacen('.', ".A", 1);
     let (_, _, contact) = call(
         &app,
         Method::POST,
@@ -289,6 +303,8 @@ async fn random_requests_never_get_a_5xx(url: &str) {
         sch.as_str(),
         iid.as_str(),
         cid.as_str(),
+        link.as_str(),
+        altered.as_str(),
         "AAAAAAAA",
         "short",
         "%FF%FE",
@@ -344,6 +360,7 @@ async fn random_requests_never_get_a_5xx(url: &str) {
         ("/trigger", &[M::PUT, M::POST]),
         ("/acknowledge", &[M::PUT]),
         ("/resolve", &[M::PUT]),
+        ("/links/{}", &[M::GET, M::POST]),
         ("/nowhere", &[M::GET, M::PATCH]),
     ];
     let queries = [
@@ -460,9 +477,15 @@ async fn random_requests_never_get_a_5xx(url: &str) {
             !status.is_server_error(),
             "case {case}: {method} {path} ({ct:?}) {shown_body:?} -> {status}"
         );
+        // Answer-link pages are for browsers: their errors are HTML pages.
+        let wants = if path.starts_with("/links/") {
+            "text/html"
+        } else {
+            "application/json"
+        };
         if status.is_client_error() {
             assert!(
-                got_ct.starts_with("application/json"),
+                got_ct.starts_with(wants),
                 "case {case}: {method} {path} -> {status} with {got_ct:?}"
             );
         }

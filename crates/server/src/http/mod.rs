@@ -10,6 +10,7 @@ pub mod ical;
 pub mod incidents;
 pub mod input;
 pub mod integration;
+pub mod links;
 pub mod notifications;
 pub mod page;
 pub mod policies;

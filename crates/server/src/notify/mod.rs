@@ -17,6 +17,7 @@
 //! [`run_due`] is one round without the sleeping; tests on a manual clock
 //! call it after moving the clock.
 
+pub mod email;
 pub mod links;
 pub mod twilio;
 pub mod web;
@@ -123,7 +124,7 @@ pub fn providers(
     links: Arc<dyn Links>,
     webhook_keys: web::SigningKeys,
 ) -> anyhow::Result<Router> {
-    let http = Arc::new(web::Web::new(&config.public_url, links)?);
+    let http = Arc::new(web::Web::new(&config.public_url, links.clone())?);
     let mut router = Router::new()
         .with(
             "webhook",
@@ -131,6 +132,9 @@ pub fn providers(
         )
         .with("slack", Arc::new(web::Slack::new(http.clone())))
         .with("ntfy", Arc::new(web::Ntfy::new(http)));
+    if let Some(smtp) = &config.smtp {
+        router = router.with("email", Arc::new(email::Email::new(smtp, links)?));
+    }
     if let Some(twilio) = &config.twilio {
         if twilio::is_loopback(&config.public_url) {
             tracing::warn!(public_url = %config.public_url, "Twilio cannot reach this public URL: calls will not find their script, and SMS replies and delivery reports will not arrive; set KLAXON_PUBLIC_URL");

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod fake_http;
+pub mod smtp_sink;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
