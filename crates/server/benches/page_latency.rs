@@ -173,11 +173,13 @@ async fn main() {
         let deadline = Instant::now() + Duration::from_secs(30);
         let sent = sent.lock().unwrap().clone();
         loop {
-            let got = arrivals.lock().unwrap();
-            if sent.iter().all(|(id, _)| got.contains_key(id)) || Instant::now() > deadline {
+            let arrived = {
+                let got = arrivals.lock().unwrap();
+                sent.iter().all(|(id, _)| got.contains_key(id))
+            };
+            if arrived || Instant::now() > deadline {
                 break;
             }
-            drop(got);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let got = arrivals.lock().unwrap().clone();
