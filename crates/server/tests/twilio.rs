@@ -315,7 +315,9 @@ async fn assert_done_by(server: &Server, token: &str, id: &str, action: &str, us
 
 async fn a_trigger_texts_and_calls_once(backend: Backend) {
     let fake = FakeHttp::start(twilio()).await;
-    let server = start(backend, &fake, &[]).await;
+    // A hundredfold clock: the fence's text, held for the 30 s bundle
+    // window after the first, goes 0.3 s later.
+    let server = start(backend, &fake, &[("KLAXON_CLOCK_SPEED", "100")]).await;
     let (a, s) = paged_owner(&server, &[("sms", NUMBER), ("phone", NUMBER)]).await;
     let id = open(&server, &s, "disk full", "disk-1").await;
     let rows = settled(&server, &a.token, &id).await;
