@@ -821,7 +821,72 @@ async fn a_burst_of_sms_pages_is_bundled(backend: Backend) {
     }
 }
 
+/// A delayed notification rule fires at its minute if nobody acknowledged
+/// meanwhile, and not at all if someone did.
+async fn a_delayed_rule_fires_only_if_not_acknowledged(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let team = app.team().await;
+    let svc = app
+        .service(&team, "Delayed", &[(&team.u1, 60)], 1, json!({}))
+        .await;
+    let email = app
+        .post(
+            &format!("/users/{}/contacts", team.u1),
+            &team.token,
+            json!({"type": "email", "address": "late@alpha.example.com"}),
+        )
+        .await;
+    app.post(
+        &format!("/users/{}/notification_rules", team.u1),
+        &team.token,
+        json!({"contact_id": email["id"], "start_delay": 5}),
+    )
+    .await;
+    let sender = Recorder::default();
+    let ignored = app.trigger(&svc, "ignored").await;
+    let answered = app.trigger(&svc, "answered").await;
+    assert_eq!(
+        notify::run_due(&*app.store, &app.clock, &sender)
+            .await
+            .unwrap(),
+        0,
+        "nothing before the delay"
+    );
+    app.clock.set(t0() + minutes(2));
+    let ack = app
+        .put(
+            &format!("/incidents/{answered}/acknowledge"),
+            &team.token,
+            None,
+        )
+        .await;
+    assert!(ack.is_success(), "{ack}");
+    app.clock.set(t0() + minutes(5) - 1);
+    assert_eq!(
+        notify::run_due(&*app.store, &app.clock, &sender)
+            .await
+            .unwrap(),
+        0
+    );
+    app.clock.set(t0() + minutes(5));
+    assert_eq!(
+        notify::run_due(&*app.store, &app.clock, &sender)
+            .await
+            .unwrap(),
+        1
+    );
+    let sent = sender.0.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].incident_id, ignored);
+    assert_eq!(sent[0].address, "late@alpha.example.com");
+    let rows = app
+        .get(&format!("/incidents/{answered}/notifications"), &team.token)
+        .await;
+    assert_eq!(rows[0]["status"], "cancelled", "{rows:?}");
+}
+
 both_backends!(
+    a_delayed_rule_fires_only_if_not_acknowledged,
     a_burst_of_sms_pages_is_bundled,
     walks_two_rules_and_stops_at_the_loop_limit,
     acknowledge_stops_escalation,
