@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::smtp_sink::{Auth, Mail, SmtpSink, Stage};
 use common::{Account, Backend, Res, Server};
 use reqwest::{Method, StatusCode};
@@ -41,28 +39,6 @@ async fn trigger(server: &Server, key: &str, body: Value) -> Res {
         headers: Default::default(),
         body: serde_json::from_str(&text).unwrap_or(Value::Null),
         text,
-    }
-}
-
-/// The incident's notifications once `done` holds for them (or the last
-/// seen after 15 s, for the assertion to report).
-async fn notifications_when(
-    server: &Server,
-    token: &str,
-    incident: &str,
-    done: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
-    let started = Instant::now();
-    loop {
-        let res = server
-            .get(&format!("/incidents/{incident}/notifications"), token)
-            .await;
-        assert_eq!(res.status, StatusCode::OK, "{}", res.text);
-        let rows = res.body.as_array().unwrap().clone();
-        if done(&rows) || started.elapsed() > Duration::from_secs(15) {
-            return rows;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -164,10 +140,11 @@ async fn a_page_is_emailed_once_and_its_links_answer_it(backend: Backend) {
         .starts_with("multipart/alternative"));
     let message_id = mail.header("Message-ID").unwrap();
     let (ack, resolve) = answer_links(mail);
-    let rows = notifications_when(&server, &a.token, &id, |rows| {
-        rows.first().is_some_and(|r| r["status"] == "sent")
-    })
-    .await;
+    let rows = server
+        .notifications_when(&a.token, &id, |rows| {
+            rows.first().is_some_and(|r| r["status"] == "sent")
+        })
+        .await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["channel"], "email");
     assert_eq!(rows[0]["provider_id"], json!(message_id));
@@ -191,7 +168,7 @@ async fn a_page_is_emailed_once_and_its_links_answer_it(backend: Backend) {
     let mails = sink.wait_for(2).await;
     assert_eq!(mails.len(), 2);
     assert_eq!(mails[1].subject(), "ALERT [Disks] cpu hot");
-    let rows = notifications_when(&server, &a.token, &id, |_| true).await;
+    let rows = server.notifications_when(&a.token, &id, |_| true).await;
     assert_eq!(rows.len(), 1, "still one page: {rows:?}");
 
     // GET shows the incident and a button, and changes nothing (mail
@@ -313,10 +290,11 @@ async fn a_transient_failure_is_retried_until_delivered(backend: Backend) {
     )
     .await
     .str("id");
-    let rows = notifications_when(&server, &a.token, &id, |rows| {
-        rows.first().is_some_and(|r| r["status"] == "sent")
-    })
-    .await;
+    let rows = server
+        .notifications_when(&a.token, &id, |rows| {
+            rows.first().is_some_and(|r| r["status"] == "sent")
+        })
+        .await;
     let page = &rows[0];
     assert_eq!(page["status"], "sent", "{rows:?}");
     assert_eq!(page["attempts"], 3, "{rows:?}");
@@ -353,10 +331,11 @@ async fn a_permanent_failure_is_recorded_with_the_reply(backend: Backend) {
     )
     .await
     .str("id");
-    let rows = notifications_when(&server, &a.token, &id, |rows| {
-        rows.first().is_some_and(|r| r["status"] == "failed")
-    })
-    .await;
+    let rows = server
+        .notifications_when(&a.token, &id, |rows| {
+            rows.first().is_some_and(|r| r["status"] == "failed")
+        })
+        .await;
     let page = &rows[0];
     assert_eq!(page["status"], "failed", "{rows:?}");
     assert_eq!(page["attempts"], 1);

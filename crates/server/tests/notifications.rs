@@ -5,33 +5,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Account, Backend, Server};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-/// The incident's notifications once `done` holds for them (or the last
-/// seen after 10 s, for the assertion to report).
-async fn notifications_when(
-    server: &Server,
-    token: &str,
-    incident: &str,
-    done: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
-    let started = Instant::now();
-    loop {
-        let res = server
-            .get(&format!("/incidents/{incident}/notifications"), token)
-            .await;
-        assert_eq!(res.status, StatusCode::OK, "{}", res.text);
-        let rows = res.body.as_array().unwrap().clone();
-        if done(&rows) || started.elapsed() > Duration::from_secs(10) {
-            return rows;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 fn statuses(rows: &[Value]) -> Vec<(String, String)> {
     rows.iter()
@@ -54,18 +32,6 @@ async fn trigger(server: &Server, key: &str, dedup_key: &str) -> common::Res {
         .await
 }
 
-async fn contact(server: &Server, a: &Account, kind: &str, address: &str) -> String {
-    let res = server
-        .post(
-            &format!("/users/{}/contacts", a.user_id),
-            &a.token,
-            json!({"type": kind, "label": kind, "address": address}),
-        )
-        .await;
-    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
-    res.str("id")
-}
-
 async fn a_user_without_contacts_is_paged_at_their_address_once(backend: Backend) {
     let server = Server::start(backend).await;
     let a = server.register("Alpha").await;
@@ -75,10 +41,11 @@ async fn a_user_without_contacts_is_paged_at_their_address_once(backend: Backend
     let opened = trigger(&server, &s.integration_key, "disk-1").await;
     assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.text);
     let id = opened.str("id");
-    let rows = notifications_when(&server, &a.token, &id, |rows| {
-        rows.iter().all(|r| r["status"] == "delivered") && !rows.is_empty()
-    })
-    .await;
+    let rows = server
+        .notifications_when(&a.token, &id, |rows| {
+            rows.iter().all(|r| r["status"] == "delivered") && !rows.is_empty()
+        })
+        .await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     let page = &rows[0];
     assert_eq!(page["user_id"], json!(a.user_id));
@@ -92,7 +59,7 @@ async fn a_user_without_contacts_is_paged_at_their_address_once(backend: Backend
     let again = trigger(&server, &s.integration_key, "disk-1").await;
     assert_eq!(again.status, StatusCode::NOT_MODIFIED);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rows = notifications_when(&server, &a.token, &id, |_| true).await;
+    let rows = server.notifications_when(&a.token, &id, |_| true).await;
     assert_eq!(rows.len(), 1, "still one page: {rows:?}");
     // Per user, too.
     let mine = server
@@ -108,8 +75,8 @@ async fn rules_delay_pages_and_acknowledging_cancels_the_rest(backend: Backend) 
     let s = server
         .setup_service(&a, "Disks", &[a.user_id.as_str()], 1)
         .await;
-    let sms = contact(&server, &a, "sms", "+15551234567").await;
-    let email = contact(&server, &a, "email", "oncall@example.com").await;
+    let sms = server.contact(&a, "sms", "+15551234567").await;
+    let email = server.contact(&a, "email", "oncall@example.com").await;
     for (contact_id, delay) in [(&sms, 0), (&email, 5)] {
         let rule = server
             .post(
@@ -123,10 +90,11 @@ async fn rules_delay_pages_and_acknowledging_cancels_the_rest(backend: Backend) 
     let id = trigger(&server, &s.integration_key, "disk-2")
         .await
         .str("id");
-    let rows = notifications_when(&server, &a.token, &id, |rows| {
-        rows.iter().any(|r| r["status"] == "delivered")
-    })
-    .await;
+    let rows = server
+        .notifications_when(&a.token, &id, |rows| {
+            rows.iter().any(|r| r["status"] == "delivered")
+        })
+        .await;
     assert_eq!(
         statuses(&rows),
         [
@@ -147,10 +115,11 @@ async fn rules_delay_pages_and_acknowledging_cancels_the_rest(backend: Backend) 
         .integration("acknowledge", &s.integration_key, &[("key", "disk-2")])
         .await;
     assert!(ack.status.is_success(), "{}", ack.text);
-    let rows = notifications_when(&server, &a.token, &id, |rows| {
-        rows.len() == 3 && rows[2]["status"] == "delivered"
-    })
-    .await;
+    let rows = server
+        .notifications_when(&a.token, &id, |rows| {
+            rows.len() == 3 && rows[2]["status"] == "delivered"
+        })
+        .await;
     assert_eq!(
         statuses(&rows),
         [
@@ -204,20 +173,22 @@ async fn status_updates_reach_the_paged_and_not_the_actor(backend: Backend) {
     let id = trigger(&server, &s.integration_key, "disk-4")
         .await
         .str("id");
-    notifications_when(&server, &a.token, &id, |rows| {
-        rows.len() == 1 && rows[0]["status"] == "delivered"
-    })
-    .await;
+    server
+        .notifications_when(&a.token, &id, |rows| {
+            rows.len() == 1 && rows[0]["status"] == "delivered"
+        })
+        .await;
     // The admin escalates: they are paged (as the new assignee, not told
     // of their own act), Bea hears it went on.
     let esc = server
         .put(&format!("/incidents/{id}/escalate"), &a.token, json!({}))
         .await;
     assert!(esc.status.is_success(), "{}", esc.text);
-    let rows = notifications_when(&server, &a.token, &id, |rows| {
-        rows.len() == 3 && rows.iter().all(|r| r["status"] == "delivered")
-    })
-    .await;
+    let rows = server
+        .notifications_when(&a.token, &id, |rows| {
+            rows.len() == 3 && rows.iter().all(|r| r["status"] == "delivered")
+        })
+        .await;
     let who = |rows: &[Value]| -> Vec<(String, String)> {
         rows.iter()
             .map(|r| {
@@ -246,10 +217,11 @@ async fn status_updates_reach_the_paged_and_not_the_actor(backend: Backend) {
         )
         .await;
     assert!(ack.status.is_success(), "{}", ack.text);
-    let rows = notifications_when(&server, &a.token, &id, |rows| {
-        rows.len() == 4 && rows.iter().all(|r| r["status"] == "delivered")
-    })
-    .await;
+    let rows = server
+        .notifications_when(&a.token, &id, |rows| {
+            rows.len() == 4 && rows.iter().all(|r| r["status"] == "delivered")
+        })
+        .await;
     assert_eq!(rows.len(), 4, "{rows:?}");
     let last = &rows[3];
     assert_eq!(last["reason"], "acknowledged");
@@ -259,10 +231,11 @@ async fn status_updates_reach_the_paged_and_not_the_actor(backend: Backend) {
         .put(&format!("/incidents/{id}/resolve"), &a.token, json!({}))
         .await;
     assert!(res.status.is_success(), "{}", res.text);
-    let rows = notifications_when(&server, &a.token, &id, |rows| {
-        rows.len() == 5 && rows.iter().all(|r| r["status"] == "delivered")
-    })
-    .await;
+    let rows = server
+        .notifications_when(&a.token, &id, |rows| {
+            rows.len() == 5 && rows.iter().all(|r| r["status"] == "delivered")
+        })
+        .await;
     assert_eq!(rows.len(), 5, "{rows:?}");
     assert_eq!(rows[4]["reason"], "resolved");
     assert_eq!(rows[4]["user_id"], json!(bea.user_id));

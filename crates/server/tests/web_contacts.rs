@@ -6,11 +6,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::StatusCode as FakeStatus;
 use common::fake_http::{FakeHttp, Recorded};
-use common::{Account, Backend, Server};
+use common::{Backend, Server};
 use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -25,45 +25,11 @@ async fn start(backend: Backend, env: &[(&str, &str)]) -> Server {
     Server::start_with(backend, &all).await
 }
 
-async fn contact(server: &Server, a: &Account, kind: &str, address: &str) -> String {
-    let res = server
-        .post(
-            &format!("/users/{}/contacts", a.user_id),
-            &a.token,
-            json!({"type": kind, "label": kind, "address": address}),
-        )
-        .await;
-    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
-    res.str("id")
-}
-
 /// Triggers with a JSON body through the integration API.
 async fn trigger(server: &Server, key: &str, body: Value) -> common::Res {
     server
         .call(Method::PUT, "/trigger", Some(key), Some(body))
         .await
-}
-
-/// The incident's notifications once `done` holds for them (or the last
-/// seen when the wait runs out, for the assertion to report).
-async fn notifications_when(
-    server: &Server,
-    token: &str,
-    incident: &str,
-    done: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
-    let started = Instant::now();
-    loop {
-        let res = server
-            .get(&format!("/incidents/{incident}/notifications"), token)
-            .await;
-        assert_eq!(res.status, StatusCode::OK, "{}", res.text);
-        let rows = res.body.as_array().unwrap().clone();
-        if done(&rows) || started.elapsed() > WAIT {
-            return rows;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 fn row<'a>(rows: &'a [Value], channel: &str) -> &'a Value {
@@ -140,27 +106,19 @@ async fn a_page_goes_once_to_each_web_contact(backend: Backend) {
     )
     .await;
     let ntfy_port = ntfy.base.rsplit(':').next().unwrap().to_owned();
-    contact(
-        &server,
-        &a,
-        "webhook",
-        &format!("{}/hooks/in?src=klaxon", hook.base),
-    )
-    .await;
-    contact(
-        &server,
-        &a,
-        "slack",
-        &format!("{}/services/T0/B0/xyz", slack.base),
-    )
-    .await;
-    contact(
-        &server,
-        &a,
-        "ntfy",
-        &format!("http://:tk_secret123@127.0.0.1:{ntfy_port}/alerts"),
-    )
-    .await;
+    server
+        .contact(&a, "webhook", &format!("{}/hooks/in?src=klaxon", hook.base))
+        .await;
+    server
+        .contact(&a, "slack", &format!("{}/services/T0/B0/xyz", slack.base))
+        .await;
+    server
+        .contact(
+            &a,
+            "ntfy",
+            &format!("http://:tk_secret123@127.0.0.1:{ntfy_port}/alerts"),
+        )
+        .await;
 
     let opened = trigger(
         &server,
@@ -277,10 +235,11 @@ async fn a_page_goes_once_to_each_web_contact(backend: Backend) {
     }
 
     // Recorded as delivered, the ntfy message id kept.
-    let rows = notifications_when(&server, &a.token, &id, |rows| {
-        rows.len() == 3 && rows.iter().all(|r| r["status"] == "delivered")
-    })
-    .await;
+    let rows = server
+        .notifications_when(&a.token, &id, |rows| {
+            rows.len() == 3 && rows.iter().all(|r| r["status"] == "delivered")
+        })
+        .await;
     assert!(rows.iter().all(|r| r["status"] == "delivered"), "{rows:?}");
     assert_eq!(row(&rows, "ntfy")["provider_id"], "sPs71M8A2T");
     assert_eq!(row(&rows, "webhook")["provider_id"], Value::Null);
@@ -302,10 +261,11 @@ async fn a_page_goes_once_to_each_web_contact(backend: Backend) {
     .await;
     assert_eq!(other.status, StatusCode::CREATED, "{}", other.text);
     let other_id = other.str("id");
-    notifications_when(&server, &a.token, &other_id, |rows| {
-        rows.len() == 3 && rows.iter().all(|r| r["status"] == "delivered")
-    })
-    .await;
+    server
+        .notifications_when(&a.token, &other_id, |rows| {
+            rows.len() == 3 && rows.iter().all(|r| r["status"] == "delivered")
+        })
+        .await;
     let got = hook.requests();
     assert_eq!(got.len(), 2, "{got:#?}");
     assert_eq!(got[1].json()["incident"]["id"], json!(other_id));
@@ -386,7 +346,9 @@ async fn a_failing_receiver_is_retried_until_it_takes_the_page(backend: Backend)
         _ => (FakeStatus::NO_CONTENT, vec![], String::new()),
     }))
     .await;
-    contact(&server, &a, "webhook", &format!("{}/in", hook.base)).await;
+    server
+        .contact(&a, "webhook", &format!("{}/in", hook.base))
+        .await;
     let id = trigger(
         &server,
         &s.integration_key,
@@ -405,10 +367,11 @@ async fn a_failing_receiver_is_retried_until_it_takes_the_page(backend: Backend)
         assert_eq!(req.json()["attempt"], json!(n + 1));
         assert_eq!(req.json()["message_id"], json!(delivery));
     }
-    let rows = notifications_when(&server, &a.token, &id, |rows| {
-        rows.first().is_some_and(|r| r["status"] == "delivered")
-    })
-    .await;
+    let rows = server
+        .notifications_when(&a.token, &id, |rows| {
+            rows.first().is_some_and(|r| r["status"] == "delivered")
+        })
+        .await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["status"], "delivered", "{rows:?}");
     assert_eq!(rows[0]["attempts"], 3);
@@ -433,14 +396,12 @@ async fn refusals_and_redirects_fail_for_good(backend: Backend) {
         "",
     )
     .await;
-    contact(
-        &server,
-        &a,
-        "slack",
-        &format!("{}/services/T0/B0/old", gone.base),
-    )
-    .await;
-    contact(&server, &a, "webhook", &format!("{}/in", bouncer.base)).await;
+    server
+        .contact(&a, "slack", &format!("{}/services/T0/B0/old", gone.base))
+        .await;
+    server
+        .contact(&a, "webhook", &format!("{}/in", bouncer.base))
+        .await;
     let id = trigger(
         &server,
         &s.integration_key,
@@ -448,10 +409,11 @@ async fn refusals_and_redirects_fail_for_good(backend: Backend) {
     )
     .await
     .str("id");
-    let rows = notifications_when(&server, &a.token, &id, |rows| {
-        rows.len() == 2 && rows.iter().all(|r| r["status"] == "failed")
-    })
-    .await;
+    let rows = server
+        .notifications_when(&a.token, &id, |rows| {
+            rows.len() == 2 && rows.iter().all(|r| r["status"] == "failed")
+        })
+        .await;
     let slack = row(&rows, "slack");
     assert_eq!(slack["status"], "failed", "{rows:?}");
     assert_eq!(slack["attempts"], 1);

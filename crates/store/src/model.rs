@@ -709,11 +709,14 @@ pub struct OutgoingMessage {
 impl OutgoingMessage {
     /// Whether this is a status update rather than a page.
     pub fn is_status_update(&self) -> bool {
-        !matches!(
-            self.reason.as_str(),
-            "assigned" | "escalated" | "retriggered"
-        )
+        !is_page_reason(&self.reason)
     }
+}
+
+/// Whether an outbox `reason` is a page (`assigned`, `escalated`,
+/// `retriggered`) rather than a status update.
+pub fn is_page_reason(reason: &str) -> bool {
+    matches!(reason, "assigned" | "escalated" | "retriggered")
 }
 
 /// What became of a send.

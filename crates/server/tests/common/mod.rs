@@ -336,6 +336,41 @@ impl Server {
         }
     }
 
+    /// Adds a contact to `a`'s own user; returns its id.
+    pub async fn contact(&self, a: &Account, kind: &str, address: &str) -> String {
+        let res = self
+            .post(
+                &format!("/users/{}/contacts", a.user_id),
+                &a.token,
+                json!({"type": kind, "label": kind, "address": address}),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+        res.str("id")
+    }
+
+    /// An incident's notifications once `done` holds for them (or the
+    /// last seen after 20 s, for the caller's assertion to report).
+    pub async fn notifications_when(
+        &self,
+        token: &str,
+        incident: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let res = self
+                .get(&format!("/incidents/{incident}/notifications"), token)
+                .await;
+            assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+            let rows = res.body.as_array().unwrap().clone();
+            if done(&rows) || started.elapsed() > Duration::from_secs(20) {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Integration API call with a service key and a form body.
     pub async fn integration(&self, action: &str, key: &str, fields: &[(&str, &str)]) -> Res {
         let req = self

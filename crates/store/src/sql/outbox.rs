@@ -30,7 +30,10 @@ use super::row::from_row;
 use super::timers::push_row;
 use super::{query, Backend, Db};
 use crate::util::new_id;
-use crate::{Notification, NotificationsOf, OutboxStore, OutgoingMessage, Result, SendOutcome};
+use crate::{
+    is_page_reason, Notification, NotificationsOf, OutboxStore, OutgoingMessage, Result,
+    SendOutcome,
+};
 
 from_row!(Notification {
     id,
@@ -122,9 +125,9 @@ impl<B: Backend + OutboxWake> OutboxStore for B {
             .collect();
         // A page of an incident that is no longer triggered is not sent;
         // a status update always is.
-        let (live, stale): (Vec<Due>, Vec<Due>) = due
-            .into_iter()
-            .partition(|d| !is_page(&d.2) || states.get(&d.1).is_some_and(|s| s == "triggered"));
+        let (live, stale): (Vec<Due>, Vec<Due>) = due.into_iter().partition(|d| {
+            !is_page_reason(&d.2) || states.get(&d.1).is_some_and(|s| s == "triggered")
+        });
         let stale: Vec<&String> = stale.iter().map(|d| &d.0).collect();
         if !stale.is_empty() {
             let mut q = query(
@@ -273,11 +276,6 @@ impl<B: Backend + OutboxWake> OutboxStore for B {
 /// A due row: id, incident, reason, channel, address.
 type Due = (String, String, String, String, String);
 
-/// Whether an outbox `reason` is a page (not a status update).
-fn is_page(reason: &str) -> bool {
-    matches!(reason, "assigned" | "escalated" | "retriggered")
-}
-
 /// Holds back SMS pages to numbers that were texted less than the bundle
 /// window ago: they stay queued until the window ends, and go out then
 /// as one `N ALERTS` text (the sender bundles what it claims together).
@@ -286,7 +284,7 @@ fn is_page(reason: &str) -> bool {
 async fn hold_sms_pages(db: &mut impl Db, due: Vec<Due>, now: Millis) -> Result<Vec<Due>> {
     let mut numbers: Vec<&str> = due
         .iter()
-        .filter(|d| d.3 == "sms" && is_page(&d.2))
+        .filter(|d| d.3 == "sms" && is_page_reason(&d.2))
         .map(|d| d.4.as_str())
         .collect();
     if numbers.is_empty() {
@@ -313,7 +311,7 @@ async fn hold_sms_pages(db: &mut impl Db, due: Vec<Due>, now: Millis) -> Result<
     let mut claim = Vec::with_capacity(due.len());
     for d in due {
         match recent.get(&d.4) {
-            Some(last) if d.3 == "sms" && is_page(&d.2) => {
+            Some(last) if d.3 == "sms" && is_page_reason(&d.2) => {
                 let until = last + BUNDLE_WINDOW_MS;
                 db.execute(
                     query(
