@@ -309,22 +309,24 @@ async fn hold_sms_pages(db: &mut impl Db, due: Vec<Due>, now: Millis) -> Result<
         return Ok(due);
     }
     let mut claim = Vec::with_capacity(due.len());
+    // Held rows by the end of their window: one statement per number.
+    let mut held: HashMap<Millis, Vec<String>> = HashMap::new();
     for d in due {
         match recent.get(&d.4) {
             Some(last) if d.3 == "sms" && is_page_reason(&d.2) => {
-                let until = last + BUNDLE_WINDOW_MS;
-                db.execute(
-                    query(
-                        "UPDATE outbox SET status = 'queued', due_at = $1, lease_owner = NULL,
-                            lease_until = NULL WHERE id = $2",
-                    )
-                    .bind(&until)
-                    .bind(&d.0),
-                )
-                .await?;
+                held.entry(last + BUNDLE_WINDOW_MS).or_default().push(d.0);
             }
             _ => claim.push(d),
         }
+    }
+    for (until, ids) in &held {
+        let mut q = query(
+            "UPDATE outbox SET status = 'queued', due_at = $1, lease_owner = NULL,
+                lease_until = NULL WHERE id IN ",
+        )
+        .bind(until);
+        q.push_list(ids);
+        db.execute(q).await?;
     }
     Ok(claim)
 }
