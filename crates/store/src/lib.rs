@@ -397,6 +397,18 @@ pub trait ServiceStore: Send + Sync {
     ) -> Result<()>;
     /// Resolves an integration key to its service (any account).
     async fn service_by_integration_key(&self, key: &str) -> Result<Option<IntegrationTarget>>;
+    /// Records a change event (a deploy, a configuration change) on a
+    /// service's timeline: a `service.change_event` audit event carrying
+    /// `changeset`. It opens nothing and pages nobody. `NotFound` when the
+    /// account has no such service.
+    async fn record_change_event(
+        &self,
+        account_id: &str,
+        service_id: &str,
+        changeset: &Value,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()>;
 }
 
 /// Incidents and the audit log.
@@ -449,6 +461,23 @@ pub trait IncidentStore: Send + Sync {
         actor: &Actor,
         now: Millis,
     ) -> Result<Incident>;
+    /// Records that an unresolved incident now stands for `alerts` alerts
+    /// (a group of alerts that grew while it was open). When that is more
+    /// than its details record (`details.alert_count`, 0 when absent), its
+    /// details become `details` (with `alert_count` set to `alerts` when
+    /// they are an object) and an `incident.update` event with the
+    /// changeset `{"alert_count": [old, new]}` is written; the incident is
+    /// returned. `None` when it is resolved or records as many already
+    /// (nothing written). `NotFound` when the account has no such incident.
+    async fn grow_incident(
+        &self,
+        account_id: &str,
+        id: &str,
+        alerts: i64,
+        details: &Value,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Option<Incident>>;
     /// Applies a state-machine action (see `klaxon_core::incident::apply`).
     async fn act_on_incident(
         &self,

@@ -18,6 +18,8 @@ mod answers;
 mod concurrency;
 #[path = "contract/contacts.rs"]
 mod contacts;
+#[path = "contract/integrations.rs"]
+mod integrations;
 #[path = "contract/links.rs"]
 mod links;
 #[path = "contract/listing.rs"]
@@ -136,6 +138,8 @@ contract_tests!(
     answers::users_by_contact_address_across_accounts,
     answers::open_incidents_assigned_to_a_user,
     answers::outgoing_messages_and_delivery_reports,
+    integrations::grow_incident_records_a_growing_group,
+    integrations::change_events_are_recorded_on_the_service,
 );
 
 // ---------------------------------------------------------------------------

@@ -187,6 +187,51 @@ impl<B: Backend + Triggers> IncidentStore for B {
         Ok(incident)
     }
 
+    async fn grow_incident(
+        &self,
+        account_id: &str,
+        id: &str,
+        alerts: i64,
+        details: &Value,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Option<Incident>> {
+        let mut tx = self.write().await?;
+        // Two notifications of one growing group apply one after the other:
+        // the second compares with what the first recorded.
+        lock_incident(&mut tx, account_id, id).await?;
+        let before = fetch(&mut tx, account_id, id).await?;
+        let recorded = recorded_alerts(&before);
+        if before.state == IncidentState::Resolved.as_str() || alerts <= recorded {
+            return Ok(None);
+        }
+        let mut details = details.clone();
+        if let Value::Object(map) = &mut details {
+            map.insert("alert_count".into(), json!(alerts));
+        }
+        tx.execute(
+            query(
+                "UPDATE incidents SET details = $1, updated_at = $2 WHERE account_id = $3 AND id = $4",
+            )
+            .bind(&details)
+            .bind(&now)
+            .bind(account_id)
+            .bind(id),
+        )
+        .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "incident.update",
+                ("incident", id),
+                &json!({ "alert_count": [recorded, alerts] }),
+            )
+            .await?;
+        let incident = fetch(&mut tx, account_id, id).await?;
+        tx.commit().await?;
+        Ok(Some(incident))
+    }
+
     async fn act_on_incident(
         &self,
         account_id: &str,
@@ -271,6 +316,17 @@ pub(crate) async fn fetch(db: &mut impl Db, account_id: &str, id: &str) -> Resul
         .bind(id),
     )
     .await
+}
+
+/// How many alerts an incident's details say it stands for
+/// (`details.alert_count`; 0 when absent).
+fn recorded_alerts(incident: &Incident) -> i64 {
+    incident
+        .details
+        .as_ref()
+        .and_then(|d| d.0.get("alert_count"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
 }
 
 /// Locks an incident row for the rest of the transaction (PostgreSQL;

@@ -283,6 +283,35 @@ impl<B: Backend + ServiceLookup> ServiceStore for B {
             )
             .await
     }
+
+    async fn record_change_event(
+        &self,
+        account_id: &str,
+        service_id: &str,
+        changeset: &Value,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        // Key-share locked: a concurrent delete either comes after this
+        // event or has already removed the service (NotFound).
+        let _: (String,) = tx
+            .fetch_one(
+                query("SELECT id FROM services WHERE account_id = $1 AND id = $2 FOR KEY SHARE")
+                    .bind(account_id)
+                    .bind(service_id),
+            )
+            .await?;
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "service.change_event",
+                ("service", service_id),
+                changeset,
+            )
+            .await?;
+        tx.commit().await
+    }
 }
 
 async fn fetch(db: &mut impl Db, account_id: &str, id: &str) -> Result<Service> {
