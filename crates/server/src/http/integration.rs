@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use klaxon_core::incident::IncidentAction;
-use klaxon_store::{ActOutcome, Actor, StoreError, TriggerOutcome};
+use klaxon_store::{ActOutcome, Actor, IntegrationTarget, NewIncident, StoreError, TriggerOutcome};
 use serde::Deserialize;
 
 use super::auth::IntegrationAuth;
@@ -22,18 +22,7 @@ pub async fn trigger(
     Input(body): Input<IncidentBody>,
 ) -> ApiResult<Response> {
     let new = parse_new_incident(body)?;
-    let actor = Actor::Service(service.id.clone());
-    let outcome = state
-        .store
-        .trigger_incident(
-            &service.account_id,
-            &service.id,
-            &new,
-            true,
-            &actor,
-            state.clock.now_ms(),
-        )
-        .await?;
+    let outcome = open_incident(&state, &service, &new).await?;
     Ok(match outcome {
         TriggerOutcome::Created(incident) => created_incident(&incident).into_response(),
         TriggerOutcome::Deduplicated(_) => StatusCode::NOT_MODIFIED.into_response(),
@@ -49,7 +38,7 @@ pub struct TargetBody {
 
 async fn act(
     state: AppState,
-    service: klaxon_store::IntegrationTarget,
+    service: IntegrationTarget,
     body: TargetBody,
     action: IncidentAction,
 ) -> ApiResult<StatusCode> {
@@ -60,16 +49,64 @@ async fn act(
         checks.add("key", "can't be blank (give the incident's key or message)");
     }
     checks.finish()?;
-    let incident = state
+    match act_on_open_incident(&state, &service, key.as_deref(), message.as_deref(), action).await?
+    {
+        Acted::Changed => Ok(StatusCode::NO_CONTENT),
+        Acted::Unchanged => Ok(StatusCode::NOT_MODIFIED),
+        Acted::NotOpen => Err(ApiError::NotFound),
+    }
+}
+
+/// Opens an incident on the key's service, or finds the unresolved one it
+/// repeats (by key, or without a key by message): `PUT /trigger` and every
+/// inbound integration (PagerDuty, Opsgenie, Alertmanager) go through here.
+pub async fn open_incident(
+    state: &AppState,
+    service: &IntegrationTarget,
+    new: &NewIncident,
+) -> Result<TriggerOutcome, StoreError> {
+    let actor = Actor::Service(service.id.clone());
+    state
         .store
-        .find_open_incident(
+        .trigger_incident(
             &service.account_id,
             &service.id,
-            key.as_deref(),
-            message.as_deref(),
+            new,
+            true,
+            &actor,
+            state.clock.now_ms(),
         )
+        .await
+}
+
+/// What acting on a service's unresolved incident came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acted {
+    /// The incident moved.
+    Changed,
+    /// It already was where the action would put it.
+    Unchanged,
+    /// No unresolved incident has the key (or message); nothing happened.
+    NotOpen,
+}
+
+/// Acknowledges or resolves the service's unresolved incident with this
+/// key (or, without a key, this message): `PUT /acknowledge`, `PUT
+/// /resolve` and the inbound integrations' acknowledge and resolve.
+pub async fn act_on_open_incident(
+    state: &AppState,
+    service: &IntegrationTarget,
+    key: Option<&str>,
+    message: Option<&str>,
+    action: IncidentAction,
+) -> Result<Acted, StoreError> {
+    let Some(incident) = state
+        .store
+        .find_open_incident(&service.account_id, &service.id, key, message)
         .await?
-        .ok_or(ApiError::NotFound)?;
+    else {
+        return Ok(Acted::NotOpen);
+    };
     let actor = Actor::Service(service.id.clone());
     match state
         .store
@@ -82,11 +119,11 @@ async fn act(
         )
         .await
     {
-        Ok(ActOutcome::Changed(_)) => Ok(StatusCode::NO_CONTENT),
-        Ok(ActOutcome::Unchanged(_)) => Ok(StatusCode::NOT_MODIFIED),
+        Ok(ActOutcome::Changed(_)) => Ok(Acted::Changed),
+        Ok(ActOutcome::Unchanged(_)) => Ok(Acted::Unchanged),
         // Resolved (or deleted) between the lookup and the action.
-        Err(StoreError::Transition(_) | StoreError::NotFound) => Err(ApiError::NotFound),
-        Err(other) => Err(other.into()),
+        Err(StoreError::Transition(_) | StoreError::NotFound) => Ok(Acted::NotOpen),
+        Err(other) => Err(other),
     }
 }
 
