@@ -18,6 +18,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::http::inbound::Inbound;
 use crate::http::{self, error::ApiError};
 use crate::notify::links::Signer;
 use crate::notify::web::SigningKeys;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub links: Arc<Signer>,
     /// Each account's webhook signing secret.
     pub webhook_keys: SigningKeys,
+    /// The inbound integrations' rate limits and what they remember.
+    pub inbound: Arc<Inbound>,
 }
 
 impl AppState {
@@ -52,22 +55,26 @@ impl AppState {
     ) -> klaxon_store::Result<Self> {
         let links = Signer::load(&*store, &config.public_url, clock.now_ms()).await?;
         let webhook_keys = SigningKeys::load(&*store, clock.now_ms()).await?;
+        let inbound = Arc::new(Inbound::new(config.integration_rate));
         Ok(Self {
             store,
             clock,
             config,
             links: Arc::new(links),
             webhook_keys,
+            inbound,
         })
     }
 }
 
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
+    use http::inbound::{alertmanager, opsgenie, pagerduty};
     use http::{
         contacts, events, health, incidents, integration, links, notifications, policies,
         schedules, services, sessions, signing, twilio, users,
     };
+    let pagerduty_limit = || DefaultBodyLimit::max(pagerduty::BODY_LIMIT);
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -239,6 +246,28 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/resolve",
             put(integration::resolve).post(integration::resolve),
+        )
+        // Other tools' APIs, on a service's integration key.
+        .route(
+            "/v2/enqueue",
+            post(pagerduty::enqueue_event).layer(pagerduty_limit()),
+        )
+        .route(
+            "/v2/change/enqueue",
+            post(pagerduty::enqueue_change_event).layer(pagerduty_limit()),
+        )
+        .route(
+            "/generic/2010-04-15/create_event.json",
+            post(pagerduty::create_event_v1).layer(pagerduty_limit()),
+        )
+        .route("/v2/alerts", post(opsgenie::create_alert))
+        .route(
+            "/v2/alerts/{identifier}/{action}",
+            post(opsgenie::act_on_alert),
+        )
+        .route(
+            "/integrations/alertmanager",
+            post(alertmanager::receive_alerts),
         )
         // Twilio's webhooks: authenticated by Twilio's signature, not a token.
         .route("/sms", post(twilio::receive_sms))

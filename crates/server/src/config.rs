@@ -50,6 +50,11 @@ pub struct ConfigArgs {
     /// Twilio REST API base URL [default: https://api.twilio.com]
     #[arg(long, env = "KLAXON_TWILIO_API_URL")]
     pub twilio_api_url: Option<String>,
+    /// Events per minute each integration key may send to the PagerDuty,
+    /// Opsgenie and Alertmanager endpoints, per process, with a burst of
+    /// as many; 0 turns the limit off [default: 12000]
+    #[arg(long, env = "KLAXON_INTEGRATION_RATE")]
+    pub integration_rate: Option<u32>,
 }
 
 /// The TOML file's shape.
@@ -67,6 +72,7 @@ struct FileConfig {
     twilio_auth_token: Option<String>,
     twilio_from_number: Option<String>,
     twilio_api_url: Option<String>,
+    integration_rate: Option<u32>,
 }
 
 /// Validated configuration.
@@ -90,6 +96,8 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     /// SMS and voice through Twilio, when configured.
     pub twilio: Option<TwilioConfig>,
+    /// Inbound integration events per minute per key and process (0: no limit).
+    pub integration_rate: u32,
 }
 
 /// Where email pages go.
@@ -146,6 +154,7 @@ impl fmt::Debug for Config {
             .field("clock_origin_ms", &self.clock_origin_ms)
             .field("smtp", &self.smtp)
             .field("twilio", &self.twilio)
+            .field("integration_rate", &self.integration_rate)
             .finish()
     }
 }
@@ -165,6 +174,8 @@ pub fn redact(url: &str) -> String {
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./klaxon-data/klaxon.db";
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default inbound integration rate: events per minute per key.
+pub const DEFAULT_INTEGRATION_RATE: u32 = 12_000;
 
 impl ConfigArgs {
     /// Merges flags/env with the file and defaults, and validates.
@@ -274,6 +285,10 @@ impl ConfigArgs {
                 "Twilio needs all of KLAXON_TWILIO_ACCOUNT_SID, KLAXON_TWILIO_AUTH_TOKEN and KLAXON_TWILIO_FROM_NUMBER"
             ),
         };
+        let integration_rate = self
+            .integration_rate
+            .or(file.integration_rate)
+            .unwrap_or(DEFAULT_INTEGRATION_RATE);
         Ok(Config {
             listen,
             database_url,
@@ -284,6 +299,7 @@ impl ConfigArgs {
             clock_origin_ms,
             smtp,
             twilio,
+            integration_rate,
         })
     }
 }
@@ -309,7 +325,9 @@ pub fn default_toml() -> String {
          database_url = \"{DEFAULT_DATABASE_URL}\"\n\
          # public_url = \"https://klaxon.example.com\"\n\
          registrations = \"open\"\n\
-         log_format = \"text\"\n"
+         log_format = \"text\"\n\
+         # Events per minute per integration key and process (0: no limit).\n\
+         integration_rate = {DEFAULT_INTEGRATION_RATE}\n"
     )
 }
 
@@ -334,6 +352,7 @@ mod tests {
         assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(c.public_url, "http://127.0.0.1:8080");
         assert!(c.registrations_open);
+        assert_eq!(c.integration_rate, DEFAULT_INTEGRATION_RATE);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod ical;
+pub mod inbound;
 pub mod incidents;
 pub mod input;
 pub mod integration;
