@@ -355,17 +355,18 @@ pub async fn act_on_alert(
         let Ok(Path((identifier, action))) = path else {
             return Err(OgError::new(StatusCode::NOT_FOUND, "Alert does not exist"));
         };
-        let action =
-            match action.as_str() {
-                "close" => IncidentAction::Resolve,
-                "acknowledge" => IncidentAction::Acknowledge,
-                other => return Err(OgError::new(
+        let action = match action.as_str() {
+            "close" => IncidentAction::Resolve,
+            "acknowledge" => IncidentAction::Acknowledge,
+            other => {
+                return Err(OgError::new(
                     StatusCode::NOT_FOUND,
                     format!(
                         "Alert action {other:?} is not supported: only close and acknowledge are"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let identifier_type =
             form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
                 .find(|(name, _)| name == "identifierType")
