@@ -361,6 +361,10 @@ async fn random_requests_never_get_a_5xx(url: &str) {
         ("/acknowledge", &[M::PUT]),
         ("/resolve", &[M::PUT]),
         ("/links/{}", &[M::GET, M::POST]),
+        ("/v2/enqueue", &[M::POST]),
+        ("/v2/alerts", &[M::POST]),
+        ("/v2/alerts/{}/close", &[M::POST]),
+        ("/integrations/alertmanager", &[M::POST]),
         ("/nowhere", &[M::GET, M::PATCH]),
     ];
     let queries = [
