@@ -275,8 +275,8 @@ async fn hostile_bodies_get_4xx(backend: Backend) {
         format!(r#"{{"routing_key":"{key}","event_action":"trigger","payload":{{"summary":"{}","source":"h","severity":"info"}}}}"#, "s".repeat(100_000)).into_bytes(),
         format!(r#"{{"routing_key":"{key}","event_action":"resolve","dedup_key":"{}"}}"#, "d".repeat(100_000)).into_bytes(),
         format!(r#"{{"message":"\ud800","groupKey":"g","status":"firing","routing_key":"{key}"}}"#).into_bytes(),
-        format!(r#"{{"message":{{}},"alias":[],"groupKey":5,"status":true,"alerts":"x"}}"#).into_bytes(),
-        format!(r#"{{"message":"m\u001b","groupKey":"g\u0000","status":"firing","alerts":[{{"labels":{{"\u0000":"x"}}}}]}}"#).into_bytes(),
+        br#"{"message":{},"alias":[],"groupKey":5,"status":true,"alerts":"x"}"#.to_vec(),
+        br#"{"message":"m\u001b","groupKey":"g\u0000","status":"firing","alerts":[{"labels":{"\u0000":"x"}}]}"#.to_vec(),
         format!(r#"{{"message":"{}","groupKey":"g","status":"firing","alerts":{{}}}}"#, "m".repeat(200_000)).into_bytes(),
         vec![0xff; 64],
     ];
