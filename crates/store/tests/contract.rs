@@ -18,6 +18,8 @@ mod answers;
 mod concurrency;
 #[path = "contract/contacts.rs"]
 mod contacts;
+#[path = "contract/heartbeats.rs"]
+mod heartbeats;
 #[path = "contract/links.rs"]
 mod links;
 #[path = "contract/listing.rs"]
@@ -136,6 +138,14 @@ contract_tests!(
     answers::users_by_contact_address_across_accounts,
     answers::open_incidents_assigned_to_a_user,
     answers::outgoing_messages_and_delivery_reports,
+    heartbeats::heartbeat_crud,
+    heartbeats::heartbeat_tenant_isolation,
+    heartbeats::heartbeat_expiry_fires_once_and_a_ping_resolves,
+    heartbeats::heartbeat_pings_move_the_expiry,
+    heartbeats::deleted_heartbeat_never_fires,
+    heartbeats::heartbeat_on_a_disabled_service_retries_each_interval,
+    heartbeats::concurrent_engines_fire_each_heartbeat_once,
+    heartbeats::event_feed_reads_an_account_in_order,
 );
 
 // ---------------------------------------------------------------------------
