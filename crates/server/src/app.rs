@@ -65,8 +65,8 @@ impl AppState {
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
     use http::{
-        contacts, events, health, incidents, integration, links, notifications, policies,
-        schedules, services, sessions, signing, twilio, users,
+        contacts, events, health, heartbeats, incidents, integration, links, notifications,
+        policies, schedules, services, sessions, signing, twilio, users,
     };
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -224,6 +224,22 @@ pub fn router(state: AppState) -> Router {
             get(notifications::list_incident_notifications),
         )
         .route("/events", get(events::list_events))
+        .route(
+            "/services/{id}/heartbeats",
+            get(heartbeats::list_heartbeats).post(heartbeats::create_heartbeat),
+        )
+        .route(
+            "/services/{id}/heartbeats/{heartbeat_id}",
+            get(heartbeats::show_heartbeat)
+                .put(heartbeats::update_heartbeat)
+                .patch(heartbeats::update_heartbeat)
+                .delete(heartbeats::delete_heartbeat),
+        )
+        // Pings: the token in the path is the only credential.
+        .route(
+            "/heartbeats/{token}",
+            get(heartbeats::ping_heartbeat).post(heartbeats::ping_heartbeat),
+        )
         .route(
             "/webhook_signing_secret",
             get(signing::show_webhook_signing_secret),

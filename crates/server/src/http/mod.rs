@@ -6,6 +6,7 @@ pub mod contacts;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod heartbeats;
 pub mod ical;
 pub mod incidents;
 pub mod input;
