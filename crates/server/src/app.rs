@@ -40,6 +40,26 @@ pub struct AppState {
     pub links: Arc<Signer>,
     /// Each account's webhook signing secret.
     pub webhook_keys: SigningKeys,
+    /// Turns true when the server shuts down: long-lived responses (event
+    /// streams) end then, so that shutting down does not wait on them.
+    pub closing: Closing,
+}
+
+/// The server's shutdown, as seen by responses that would otherwise never
+/// end. Clones share it.
+#[derive(Clone, Default)]
+pub struct Closing(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Closing {
+    /// Ends every stream, now and from now on.
+    pub fn close(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// A receiver that sees `true` once the server is closing.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.subscribe()
+    }
 }
 
 impl AppState {
@@ -58,6 +78,7 @@ impl AppState {
             config,
             links: Arc::new(links),
             webhook_keys,
+            closing: Closing::default(),
         })
     }
 }
@@ -65,8 +86,8 @@ impl AppState {
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
     use http::{
-        contacts, events, health, heartbeats, incidents, integration, links, notifications,
-        policies, schedules, services, sessions, signing, twilio, users,
+        contacts, events, events_stream, health, heartbeats, incidents, integration, links,
+        notifications, policies, schedules, services, sessions, signing, twilio, users,
     };
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -224,6 +245,7 @@ pub fn router(state: AppState) -> Router {
             get(notifications::list_incident_notifications),
         )
         .route("/events", get(events::list_events))
+        .route("/events/stream", get(events_stream::stream_events))
         .route(
             "/services/{id}/heartbeats",
             get(heartbeats::list_heartbeats).post(heartbeats::create_heartbeat),
@@ -317,13 +339,19 @@ async fn json_errors(response: Response) -> Response {
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops
-/// accepting, lets in-flight requests finish and closes the store.
+/// accepting, ends event streams, lets in-flight requests finish and
+/// closes the store.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = state.store.clone();
+    let closing = state.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.close();
+    };
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod contacts;
 pub mod error;
 pub mod events;
+pub mod events_stream;
 pub mod health;
 pub mod heartbeats;
 pub mod ical;
