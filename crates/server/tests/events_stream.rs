@@ -41,6 +41,8 @@ impl Stream {
             .to_str()
             .unwrap()
             .starts_with("text/event-stream"));
+        assert_eq!(res.headers()["cache-control"], "no-cache");
+        assert_eq!(res.headers()["x-accel-buffering"], "no");
         let mut stream = Stream {
             res,
             buf: String::new(),

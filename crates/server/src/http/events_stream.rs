@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use klaxon_store::{LoggedEvent, Store};
@@ -59,7 +59,10 @@ pub async fn stream_events(
     auth: Auth,
     headers: HeaderMap,
     Params(q): Params<StreamQuery>,
-) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+) -> ApiResult<(
+    [(HeaderName, HeaderValue); 1],
+    Sse<impl Stream<Item = Result<SseEvent, Infallible>>>,
+)> {
     let last_id = match headers.get("last-event-id").map(|v| v.to_str()) {
         None => None,
         Some(Ok(id)) => Some(id.trim()).filter(|id| !id.is_empty()),
@@ -88,7 +91,15 @@ pub async fn stream_events(
         let event = tail.next().await?;
         Some((Ok(event), tail))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    // Reverse proxies that buffer responses (nginx) pass this one through.
+    let unbuffered = (
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    Ok((
+        [unbuffered],
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
+    ))
 }
 
 fn parse_seq(field: &str, raw: &str) -> Result<i64, ApiError> {
