@@ -43,6 +43,26 @@ pub struct AppState {
     pub webhook_keys: SigningKeys,
     /// The inbound integrations' rate limits and what they remember.
     pub inbound: Arc<Inbound>,
+    /// Turns true when the server shuts down: long-lived responses (event
+    /// streams) end then, so that shutting down does not wait on them.
+    pub closing: Closing,
+}
+
+/// The server's shutdown, as seen by responses that would otherwise never
+/// end. Clones share it.
+#[derive(Clone, Default)]
+pub struct Closing(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Closing {
+    /// Ends every stream, now and from now on.
+    pub fn close(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// A receiver that sees `true` once the server is closing.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.subscribe()
+    }
 }
 
 impl AppState {
@@ -63,6 +83,7 @@ impl AppState {
             links: Arc::new(links),
             webhook_keys,
             inbound,
+            closing: Closing::default(),
         })
     }
 }
@@ -71,8 +92,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use http::inbound::{alertmanager, opsgenie, pagerduty};
     use http::{
-        contacts, events, health, incidents, integration, links, notifications, policies,
-        schedules, services, sessions, signing, twilio, users,
+        contacts, events, events_stream, health, heartbeats, incidents, integration, links,
+        notifications, policies, schedules, services, sessions, signing, twilio, users,
     };
     let pagerduty_limit = || DefaultBodyLimit::max(pagerduty::BODY_LIMIT);
     Router::new()
@@ -231,6 +252,23 @@ pub fn router(state: AppState) -> Router {
             get(notifications::list_incident_notifications),
         )
         .route("/events", get(events::list_events))
+        .route("/events/stream", get(events_stream::stream_events))
+        .route(
+            "/services/{id}/heartbeats",
+            get(heartbeats::list_heartbeats).post(heartbeats::create_heartbeat),
+        )
+        .route(
+            "/services/{id}/heartbeats/{heartbeat_id}",
+            get(heartbeats::show_heartbeat)
+                .put(heartbeats::update_heartbeat)
+                .patch(heartbeats::update_heartbeat)
+                .delete(heartbeats::delete_heartbeat),
+        )
+        // Pings: the token in the path is the only credential.
+        .route(
+            "/heartbeats/{token}",
+            get(heartbeats::ping_heartbeat).post(heartbeats::ping_heartbeat),
+        )
         .route(
             "/webhook_signing_secret",
             get(signing::show_webhook_signing_secret),
@@ -330,13 +368,19 @@ async fn json_errors(response: Response) -> Response {
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops
-/// accepting, lets in-flight requests finish and closes the store.
+/// accepting, ends event streams, lets in-flight requests finish and
+/// closes the store.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = state.store.clone();
+    let closing = state.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.close();
+    };
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;

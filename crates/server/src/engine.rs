@@ -10,6 +10,10 @@
 //! store with a growing delay and logged; the rest of the batch fires, so
 //! a step fails only when the database itself does.
 //!
+//! Heartbeats are fired by the same loop: a heartbeat's row carries its
+//! own due time (`HeartbeatStore::fire_due_heartbeats`), and the loop
+//! sleeps until the earlier of the next timer and the next heartbeat.
+//!
 //! [`run_due`] is the loop's firing step on its own, without the sleeping
 //! (both go through one `fire_due`): tests on a manual clock call it after
 //! moving the clock.
@@ -19,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use klaxon_core::time::Millis;
-use klaxon_store::{FiredTimer, Store};
+use klaxon_store::{FiredHeartbeat, FiredTimer, Store};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
@@ -29,6 +33,8 @@ use crate::clock::Clock;
 pub const FALLBACK_POLL: Duration = Duration::from_secs(5);
 /// Timers fired per transaction.
 pub const BATCH: i64 = 256;
+/// Heartbeats claimed at once (each then opens its incident on its own).
+pub const HEARTBEAT_BATCH: i64 = 64;
 /// Pause before retrying timers that are due but were skipped because a
 /// request (or another process) holds their incident.
 const BUSY_RETRY: Duration = Duration::from_millis(10);
@@ -63,6 +69,19 @@ pub async fn run_observed(
             }
         })
         .await;
+        let fired = match fired {
+            Ok(ControlFlow::Continue(())) => {
+                fire_heartbeats(&*store, &clock, |_| {
+                    if *shutdown.borrow() {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })
+                .await
+            }
+            other => other,
+        };
         let wait = match fired {
             Ok(ControlFlow::Break(())) => break,
             Ok(ControlFlow::Continue(())) => next_wait(&*store, &clock).await,
@@ -85,10 +104,11 @@ pub async fn run_observed(
 }
 
 /// Fires every timer due at the clock's now, batch after batch, and
-/// returns them in the order they fired. Timers it arms are due later
-/// (every timeout is at least a minute), so one call leaves nothing due
-/// behind — except, on PostgreSQL, a timer whose incident another
-/// transaction holds at that moment; the loop retries those shortly.
+/// returns them in the order they fired; then every heartbeat due (see
+/// [`run_due_heartbeats`]). Timers it arms are due later (every timeout is
+/// at least a minute), so one call leaves nothing due behind — except, on
+/// PostgreSQL, a timer whose incident another transaction holds at that
+/// moment; the loop retries those shortly.
 pub async fn run_due(store: &dyn Store, clock: &Clock) -> klaxon_store::Result<Vec<FiredTimer>> {
     let mut all = Vec::new();
     // Never stopped early: `each` always continues.
@@ -97,7 +117,55 @@ pub async fn run_due(store: &dyn Store, clock: &Clock) -> klaxon_store::Result<V
         ControlFlow::Continue(())
     })
     .await?;
+    run_due_heartbeats(store, clock).await?;
     Ok(all)
+}
+
+/// Fires every heartbeat due at the clock's now and returns them in the
+/// order they fired. A fired heartbeat is next due an interval later (at
+/// least a minute), so one call leaves nothing due behind.
+pub async fn run_due_heartbeats(
+    store: &dyn Store,
+    clock: &Clock,
+) -> klaxon_store::Result<Vec<FiredHeartbeat>> {
+    let mut all = Vec::new();
+    let _ = fire_heartbeats(store, clock, |batch| {
+        all.extend_from_slice(batch);
+        ControlFlow::Continue(())
+    })
+    .await?;
+    Ok(all)
+}
+
+/// Fires due heartbeats in batches of [`HEARTBEAT_BATCH`], like
+/// [`fire_due`] does timers.
+async fn fire_heartbeats(
+    store: &dyn Store,
+    clock: &Clock,
+    mut each: impl FnMut(&[FiredHeartbeat]) -> ControlFlow<()>,
+) -> klaxon_store::Result<ControlFlow<()>> {
+    loop {
+        let fired = store
+            .fire_due_heartbeats(clock.now_ms(), HEARTBEAT_BATCH)
+            .await?;
+        for h in &fired {
+            tracing::debug!(
+                heartbeat = %h.heartbeat_id,
+                late_ms = h.fired_at - h.due_at,
+                outcome = ?h.outcome,
+                "heartbeat fired"
+            );
+        }
+        if fired.is_empty() {
+            return Ok(ControlFlow::Continue(()));
+        }
+        if each(&fired).is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+        if (fired.len() as i64) < HEARTBEAT_BATCH {
+            return Ok(ControlFlow::Continue(()));
+        }
+    }
 }
 
 /// Fires due timers in batches of [`BATCH`], handing each batch to
@@ -132,9 +200,16 @@ async fn fire_due(
     }
 }
 
-/// How long to sleep before the next timer is due.
+/// How long to sleep before the next timer or heartbeat is due.
 async fn next_wait(store: &dyn Store, clock: &Clock) -> klaxon_store::Result<Duration> {
-    let wait = match (store.next_timer_due().await?, clock.speed()) {
+    let next = match (
+        store.next_timer_due().await?,
+        store.next_heartbeat_due().await?,
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let wait = match (next, clock.speed()) {
         (Some(due), Some(speed)) => real_wait(due - clock.now_ms(), speed).min(FALLBACK_POLL),
         // Nothing pending, or a manual clock: time passes only when a
         // test moves it (and runs the engine itself).

@@ -47,6 +47,10 @@ async fn try_call(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    if ct.starts_with("text/event-stream") {
+        // An event stream never ends by itself: its status is the answer.
+        return Some((status, ct, Value::Null));
+    }
     let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
         .await
         .unwrap();
@@ -134,6 +138,7 @@ const FIELDS: &[&str] = &[
     "end",
     "user_id",
     "account_name",
+    "interval",
 ];
 
 fn random_text(rng: &mut StdRng) -> String {
@@ -295,6 +300,18 @@ async fn random_requests_never_get_a_5xx(url: &str) {
     )
     .await;
     let cid = contact["id"].as_str().unwrap().to_owned();
+    let (_, _, heartbeat) = call(
+        &app,
+        Method::POST,
+        &format!("/services/{sid}/heartbeats"),
+        &token,
+        Some("application/json"),
+        json!({"name": "H", "interval": 5}).to_string().into_bytes(),
+    )
+    .await;
+    let hid = heartbeat["id"].as_str().unwrap().to_owned();
+    let ping = heartbeat["ping_url"].as_str().unwrap();
+    let ping_token = ping.rsplit('/').next().unwrap().to_owned();
 
     let ids = [
         sid.as_str(),
@@ -303,6 +320,8 @@ async fn random_requests_never_get_a_5xx(url: &str) {
         sch.as_str(),
         iid.as_str(),
         cid.as_str(),
+        hid.as_str(),
+        ping_token.as_str(),
         link.as_str(),
         altered.as_str(),
         "AAAAAAAA",
@@ -365,6 +384,13 @@ async fn random_requests_never_get_a_5xx(url: &str) {
         ("/v2/alerts", &[M::POST]),
         ("/v2/alerts/{}/close", &[M::POST]),
         ("/integrations/alertmanager", &[M::POST]),
+        ("/services/{}/heartbeats", &[M::GET, M::POST]),
+        (
+            "/services/{}/heartbeats/{}",
+            &[M::GET, M::PUT, M::PATCH, M::DELETE],
+        ),
+        ("/heartbeats/{}", &[M::GET, M::POST]),
+        ("/events/stream", &[M::GET]),
         ("/nowhere", &[M::GET, M::PATCH]),
     ];
     let queries = [

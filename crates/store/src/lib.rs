@@ -16,12 +16,18 @@ use klaxon_core::time::Millis;
 use klaxon_core::{IncidentAction, TransitionError};
 use serde_json::Value;
 
+mod feed;
+mod heartbeats;
 pub mod model;
 mod plan;
 pub mod postgres;
 pub(crate) mod sql;
 pub mod sqlite;
 
+pub use feed::{EventFeed, EventFeedStore, LoggedEvent};
+pub use heartbeats::{
+    FiredHeartbeat, Heartbeat, HeartbeatInput, HeartbeatOutcome, HeartbeatStore, Pinged,
+};
 pub use model::*;
 pub use plan::rule_assignee;
 
@@ -814,6 +820,8 @@ pub trait Store:
     + OutboxStore
     + LinkStore
     + AnswerStore
+    + HeartbeatStore
+    + EventFeedStore
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

@@ -20,6 +20,8 @@ mod concurrency;
 mod contacts;
 #[path = "contract/integrations.rs"]
 mod integrations;
+#[path = "contract/heartbeats.rs"]
+mod heartbeats;
 #[path = "contract/links.rs"]
 mod links;
 #[path = "contract/listing.rs"]
@@ -140,6 +142,14 @@ contract_tests!(
     answers::outgoing_messages_and_delivery_reports,
     integrations::grow_incident_records_a_growing_group,
     integrations::change_events_are_recorded_on_the_service,
+    heartbeats::heartbeat_crud,
+    heartbeats::heartbeat_tenant_isolation,
+    heartbeats::heartbeat_expiry_fires_once_and_a_ping_resolves,
+    heartbeats::heartbeat_pings_move_the_expiry,
+    heartbeats::deleted_heartbeat_never_fires,
+    heartbeats::heartbeat_on_a_disabled_service_retries_each_interval,
+    heartbeats::concurrent_engines_fire_each_heartbeat_once,
+    heartbeats::event_feed_reads_an_account_in_order,
 );
 
 // ---------------------------------------------------------------------------

@@ -102,6 +102,11 @@ impl sql::Backend for PgStore {
 
 impl sql::services::ServiceLookup for PgStore {}
 
+impl sql::feed::LogOrder for PgStore {
+    // Transactions commit in any order, whatever numbers they took.
+    const VISIBLE_IN_SEQ_ORDER: bool = false;
+}
+
 impl sql::outbox::OutboxWake for PgStore {
     async fn messages_queued(&self) {
         self.start_listener();

@@ -19,6 +19,8 @@
 pub(crate) mod accounts;
 pub(crate) mod answers;
 pub(crate) mod contacts;
+pub(crate) mod feed;
+pub(crate) mod heartbeats;
 pub(crate) mod incidents;
 pub(crate) mod links;
 pub(crate) mod outbox;

@@ -93,6 +93,11 @@ impl sql::outbox::OutboxWake for SqliteStore {
     }
 }
 
+impl sql::feed::LogOrder for SqliteStore {
+    // One writer: events become visible in the order they are numbered.
+    const VISIBLE_IN_SEQ_ORDER: bool = true;
+}
+
 impl sql::services::ServiceLookup for SqliteStore {
     fn known_integration_target(&self, key: &str) -> Option<Option<crate::IntegrationTarget>> {
         self.ingest.integration_target(key)
