@@ -862,11 +862,75 @@ pub fn lock_for_serving(url: &str) -> Result<Option<sqlite::ServeLock>> {
 
 /// Helpers shared by both backends that involve no SQL.
 pub(crate) mod util {
-    use klaxon_core::id::{random_hex, PublicId};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-    /// A fresh public id as a `String`.
+    use klaxon_core::id::{ordered_floor, random_hex, PublicId};
+
+    /// Whether this process hands out ids in time order (see [`order_ids`]).
+    static ORDERED: AtomicBool = AtomicBool::new(false);
+    /// The last ordered id number handed out, or the floor to start above.
+    static LAST_ORDERED: AtomicU64 = AtomicU64::new(0);
+
+    /// A fresh public id as a `String`: in time order once [`order_ids`]
+    /// was called, else at random.
     pub fn new_id() -> String {
-        PublicId::generate(&mut rand::rng()).to_string()
+        ORDERED
+            .load(Relaxed)
+            .then(next_ordered)
+            .flatten()
+            .unwrap_or_else(|| PublicId::generate(&mut rand::rng()))
+            .to_string()
+    }
+
+    /// The next ordered id: the first number of the current second, or the
+    /// one after the last handed out if that is later (a burst of more
+    /// than 238,328 ids in a second borrows from the next one). `None`
+    /// once the numbers run out, in 2054.
+    fn next_ordered() -> Option<PublicId> {
+        let floor = ordered_floor(unix_secs());
+        let take = |last: u64| last.max(floor.saturating_sub(1)) + 1;
+        let last = LAST_ORDERED
+            .fetch_update(Relaxed, Relaxed, |last| Some(take(last)))
+            .unwrap_or_else(|last| last);
+        PublicId::from_number(take(last))
+    }
+
+    fn unix_secs() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    /// Hands out ids in time order from the next second on (a server of
+    /// the same database that ran before may have used this one). Only
+    /// sound in a process that alone writes its database, with other
+    /// writers (admin commands) drawing at random: ordered ids from two
+    /// processes would collide. `sqlite::lock_for_serving` calls it.
+    pub fn order_ids() {
+        raise_id_floor(ordered_floor(unix_secs() + 1).saturating_sub(1));
+        ORDERED.store(true, Relaxed);
+    }
+
+    /// Makes ordered ids start above `number` (the newest id a previous
+    /// server wrote, in case the clock has since gone back).
+    pub fn raise_id_floor(number: u64) {
+        LAST_ORDERED.fetch_max(number, Relaxed);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn ordered_ids_increase_and_start_above_the_floor() {
+            order_ids();
+            let floor = ordered_floor(unix_secs() + 3600);
+            raise_id_floor(floor);
+            let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
+            let first = PublicId::parse(&ids[0]).expect("an id").number();
+            assert!(first > floor, "{first} should be above {floor}");
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in order");
+        }
     }
 
     /// A generated incident key: 32 lower-case hex characters.

@@ -18,10 +18,10 @@ mod answers;
 mod concurrency;
 #[path = "contract/contacts.rs"]
 mod contacts;
-#[path = "contract/integrations.rs"]
-mod integrations;
 #[path = "contract/heartbeats.rs"]
 mod heartbeats;
+#[path = "contract/integrations.rs"]
+mod integrations;
 #[path = "contract/links.rs"]
 mod links;
 #[path = "contract/listing.rs"]

@@ -1,7 +1,8 @@
 //! `/incidents`: the seed contract, to the letter, plus Revily's extras.
 
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use klaxon_core::incident::{IncidentAction, IncidentState};
 use klaxon_core::time::parse_ts;
@@ -13,7 +14,7 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiResult};
 use super::input::{check_json, nullable, Checks, Input, Params};
 use super::page::PageParams;
-use super::{created, path_id, views, Created};
+use super::{path_id, views};
 use crate::app::AppState;
 
 /// Longest message.
@@ -78,11 +79,13 @@ pub fn parse_new_incident(body: IncidentBody) -> ApiResult<NewIncident> {
 }
 
 /// `201 Created` with the incident and its `Location`.
-pub fn created_incident(incident: &klaxon_store::Incident) -> Created {
-    created(
-        format!("/incidents/{}", incident.id),
-        views::incident(incident),
+pub fn created_incident(incident: &klaxon_store::Incident) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/incidents/{}", incident.id))],
+        Json(views::incident(incident)),
     )
+        .into_response()
 }
 
 /// `POST /services/:service_id/incidents`: opens an incident. An explicit
@@ -92,7 +95,7 @@ pub async fn create_incident(
     auth: Auth,
     Path(service_id): Path<String>,
     Input(body): Input<IncidentBody>,
-) -> ApiResult<Created> {
+) -> ApiResult<Response> {
     auth.require_responder()?;
     let service_id = path_id(&service_id)?;
     let new = parse_new_incident(body)?;
@@ -200,7 +203,7 @@ async fn list(
     uri: axum::http::Uri,
     query: ListQuery,
     service_id: Option<&str>,
-) -> ApiResult<(HeaderMap, Json<Value>)> {
+) -> ApiResult<Response> {
     let (filter, page) = parse_filter(query, service_id)?;
     if let Some(id) = service_id {
         // Another account's service is a 404, not an empty list.
@@ -210,8 +213,8 @@ async fn list(
         .store
         .list_incidents(&auth.account_id, &filter)
         .await?;
-    let body = Value::Array(incidents.iter().map(views::incident).collect());
-    Ok((page.headers(&uri, total), Json(body)))
+    let body: Vec<_> = incidents.iter().map(views::incident).collect();
+    Ok((page.headers(&uri, total), Json(body)).into_response())
 }
 
 /// `GET /incidents`: newest first, filtered and paginated.
@@ -220,7 +223,7 @@ pub async fn list_incidents(
     auth: Auth,
     OriginalUri(uri): OriginalUri,
     Params(query): Params<ListQuery>,
-) -> ApiResult<(HeaderMap, Json<Value>)> {
+) -> ApiResult<Response> {
     list(state, auth, uri, query, None).await
 }
 
@@ -231,7 +234,7 @@ pub async fn list_service_incidents(
     OriginalUri(uri): OriginalUri,
     Path(service_id): Path<String>,
     Params(query): Params<ListQuery>,
-) -> ApiResult<(HeaderMap, Json<Value>)> {
+) -> ApiResult<Response> {
     let service_id = path_id(&service_id)?;
     list(state, auth, uri, query, Some(service_id)).await
 }
@@ -241,12 +244,12 @@ pub async fn show_incident(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let incident = state
         .store
         .get_incident(&auth.account_id, path_id(&id)?)
         .await?;
-    Ok(Json(views::incident(&incident)))
+    Ok(Json(views::incident(&incident)).into_response())
 }
 
 /// `PUT /incidents/:id` body; `null` clears description or details.

@@ -6,7 +6,8 @@ use klaxon_core::time::format_ts;
 use klaxon_store::{
     ApiToken, Contact, Event, Incident, NotificationRule, Policy, PolicyRule, Service, User,
 };
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{json, Value};
 
 fn href(path: String) -> Value {
     json!({ "href": path })
@@ -16,41 +17,106 @@ fn ts(ms: Option<i64>) -> Value {
     ms.map_or(Value::Null, |ms| Value::String(format_ts(ms)))
 }
 
-/// An incident, with exactly the seed documents' fields and more.
-pub fn incident(i: &Incident) -> Value {
-    let mut links = Map::with_capacity(4);
-    links.insert("self".into(), href(format!("/incidents/{}", i.id)));
-    links.insert(
-        "service".into(),
-        href(format!("/services/{}", i.service_id)),
-    );
-    if let Some(user) = &i.current_user_id {
-        links.insert("current_user".into(), href(format!("/users/{user}")));
+/// An incident, with exactly the seed documents' fields and more, in their
+/// order. Serialised straight from the row: the trigger path answers with
+/// it, so it builds no intermediate JSON tree.
+pub fn incident(i: &Incident) -> IncidentView<'_> {
+    IncidentView {
+        id: &i.id,
+        state: &i.state,
+        triggered_at: Ts(i.triggered_at),
+        acknowledged_at: i.acknowledged_at.map(Ts),
+        resolved_at: i.resolved_at.map(Ts),
+        message: &i.message,
+        description: i.description.as_deref(),
+        details: i.details.as_ref().map(|d| &d.0),
+        key: &i.key,
+        service_id: &i.service_id,
+        current_user_id: i.current_user_id.as_deref(),
+        current_policy_rule_id: i.current_policy_rule_id.as_deref(),
+        escalation_loop_count: i.escalation_loop_count,
+        created_at: Ts(i.created_at),
+        updated_at: Ts(i.updated_at),
+        links: IncidentLinks {
+            this: Href("/incidents/", &i.id, None),
+            service: Href("/services/", &i.service_id, None),
+            current_user: i
+                .current_user_id
+                .as_deref()
+                .map(|u| Href("/users/", u, None)),
+            current_policy_rule: i
+                .current_policy_id
+                .as_deref()
+                .zip(i.current_policy_rule_id.as_deref())
+                .map(|(policy, rule)| Href("/policies/", policy, Some(("/rules/", rule)))),
+        },
     }
-    if let (Some(policy), Some(rule)) = (&i.current_policy_id, &i.current_policy_rule_id) {
-        links.insert(
-            "current_policy_rule".into(),
-            href(format!("/policies/{policy}/rules/{rule}")),
-        );
+}
+
+/// See [`incident`].
+#[derive(Serialize)]
+pub struct IncidentView<'a> {
+    id: &'a str,
+    state: &'a str,
+    triggered_at: Ts,
+    acknowledged_at: Option<Ts>,
+    resolved_at: Option<Ts>,
+    message: &'a str,
+    description: Option<&'a str>,
+    details: Option<&'a Value>,
+    key: &'a str,
+    service_id: &'a str,
+    current_user_id: Option<&'a str>,
+    current_policy_rule_id: Option<&'a str>,
+    escalation_loop_count: i64,
+    created_at: Ts,
+    updated_at: Ts,
+    #[serde(rename = "_links")]
+    links: IncidentLinks<'a>,
+}
+
+#[derive(Serialize)]
+struct IncidentLinks<'a> {
+    #[serde(rename = "self")]
+    this: Href<'a>,
+    service: Href<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_user: Option<Href<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_policy_rule: Option<Href<'a>>,
+}
+
+/// An instant, serialised as `2013-05-14T06:17:54Z`.
+struct Ts(i64);
+
+impl Serialize for Ts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_ts(self.0))
     }
-    json!({
-        "id": i.id,
-        "state": i.state,
-        "triggered_at": format_ts(i.triggered_at),
-        "acknowledged_at": ts(i.acknowledged_at),
-        "resolved_at": ts(i.resolved_at),
-        "message": i.message,
-        "description": i.description,
-        "details": i.details.as_ref().map(|d| &d.0),
-        "key": i.key,
-        "service_id": i.service_id,
-        "current_user_id": i.current_user_id,
-        "current_policy_rule_id": i.current_policy_rule_id,
-        "escalation_loop_count": i.escalation_loop_count,
-        "created_at": format_ts(i.created_at),
-        "updated_at": format_ts(i.updated_at),
-        "_links": links,
-    })
+}
+
+/// `{"href": prefix + id [+ sub-prefix + sub-id]}`, written without
+/// building the path first.
+struct Href<'a>(&'static str, &'a str, Option<(&'static str, &'a str)>);
+
+impl Serialize for Href<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Path<'b>(&'b Href<'b>);
+        impl std::fmt::Display for Path<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let Href(prefix, id, sub) = self.0;
+                write!(f, "{prefix}{id}")?;
+                if let Some((prefix, id)) = sub {
+                    write!(f, "{prefix}{id}")?;
+                }
+                Ok(())
+            }
+        }
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry("href", &format_args!("{}", Path(self)))?;
+        map.end()
+    }
 }
 
 /// A user (never the password hash).

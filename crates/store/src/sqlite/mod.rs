@@ -168,7 +168,13 @@ pub fn lock_for_serving(url: &str) -> Result<ServeLock> {
         .open(&path)
         .map_err(StoreError::from)?;
     match file.try_lock() {
-        Ok(()) => Ok(ServeLock { _file: file }),
+        Ok(()) => {
+            // This process alone writes the file now: its ids may follow
+            // time, which keeps every index keyed by id appended at its
+            // end instead of written all over.
+            crate::util::order_ids();
+            Ok(ServeLock { _file: file })
+        }
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Conflict(format!(
             "another klaxon server is already serving {} (lock {} is held); \
              one process serves a SQLite file, use PostgreSQL to run several",
@@ -199,6 +205,7 @@ impl Store for SqliteStore {
     async fn migrate(&self) -> Result<()> {
         let writer = self.conns.writer().await;
         migrate::run(&writer)?;
+        crate::util::raise_id_floor(newest_ordered_id(&writer)?);
         drop(writer);
         // The schema is current: take the ingest facts into memory, holding
         // the writer so that no commit falls in between.
@@ -209,6 +216,39 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.conns.close();
     }
+}
+
+/// The number of the greatest id below a day from now in any table keyed
+/// by id: where a server that ran before left off, should the clock have
+/// gone back since (see `util::order_ids`). Random ids below the bound
+/// may raise it further; that only moves ordered ids on a little.
+fn newest_ordered_id(conn: &rusqlite::Connection) -> Result<u64> {
+    use klaxon_core::id::{ordered_floor, PublicId};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let Some(bound) = PublicId::from_number(ordered_floor(now + 86_400)) else {
+        return Ok(0);
+    };
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) c
+             WHERE m.type = 'table' AND c.name = 'id' AND c.type = 'TEXT'",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut newest = 0;
+    for table in tables {
+        let id: Option<String> = conn.query_row(
+            &format!("SELECT max(id) FROM \"{table}\" WHERE id < ?1"),
+            [bound.as_str()],
+            |row| row.get(0),
+        )?;
+        if let Some(id) = id.as_deref().and_then(PublicId::parse) {
+            newest = newest.max(id.number());
+        }
+    }
+    Ok(newest)
 }
 
 /// The file a `sqlite://path` (or `sqlite:path`) URL names; a query string
@@ -240,8 +280,43 @@ fn create_parent(path: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::database_path;
+    use super::{database_path, newest_ordered_id};
+    use klaxon_core::id::{ordered_floor, PublicId};
     use std::path::Path;
+
+    /// Where a previous server left off is found in any table keyed by id,
+    /// and ids of the far future (random ones) are passed over.
+    #[test]
+    fn newest_ordered_id_reads_every_id_table() {
+        let conn = rusqlite::Connection::open_in_memory().expect("memory db");
+        conn.execute_batch(
+            "CREATE TABLE a (id TEXT PRIMARY KEY); CREATE TABLE b (seq INTEGER PRIMARY KEY, id TEXT UNIQUE);
+             CREATE TABLE c (name TEXT PRIMARY KEY);",
+        )
+        .expect("schema");
+        assert_eq!(newest_ordered_id(&conn).expect("empty"), 0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        let id =
+            |secs: u64, n: u64| PublicId::from_number(ordered_floor(secs) + n).expect("in range");
+        let newest = id(now, 7);
+        for (table, id) in [
+            ("a", id(now - 60, 0)),
+            ("b", newest),
+            ("a", id(now + 10 * 86_400, 0)),
+        ] {
+            conn.execute(
+                &format!("INSERT INTO {table} (id) VALUES (?1)"),
+                [id.as_str()],
+            )
+            .expect("insert");
+        }
+        conn.execute("INSERT INTO c (name) VALUES ('zzzzzzzz')", [])
+            .expect("insert");
+        assert_eq!(newest_ordered_id(&conn).expect("read"), newest.number());
+    }
 
     #[test]
     fn database_urls() {
