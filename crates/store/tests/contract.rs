@@ -140,6 +140,7 @@ contract_tests!(
     answers::users_by_contact_address_across_accounts,
     answers::open_incidents_assigned_to_a_user,
     answers::outgoing_messages_and_delivery_reports,
+    answers::a_page_due_at_once_is_claimed_once,
     integrations::grow_incident_records_a_growing_group,
     integrations::change_events_are_recorded_on_the_service,
     heartbeats::heartbeat_crud,

@@ -14,6 +14,11 @@
 //! claimed again. A claimed page whose incident is no longer triggered is
 //! cancelled instead. The sender reports the outcome: sent (or delivered),
 //! retried later (`queued` again, due at the retry time), or failed.
+//!
+//! SQLite's trigger batcher writes a new incident's pages that are due at
+//! once already claimed for the process's sender and hands them over in
+//! memory after the commit ([`insert_messages`], `OutboxWake::handed_off`,
+//! `sqlite/handoff.rs`): the sender's claim then needs no transaction.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -82,10 +87,26 @@ macro_rules! notification_columns {
     };
 }
 
-/// The native half of the outbox: waking senders.
+/// The native half of the outbox: waking senders, and handing them what
+/// was claimed for them as it was queued.
 pub(crate) trait OutboxWake {
     /// Returns when messages may have been queued.
     fn messages_queued(&self) -> impl Future<Output = ()> + Send;
+
+    /// Messages already claimed for `owner` when they were queued (see
+    /// [`insert_messages`]), up to `limit`, whose lease still runs at
+    /// `now`: taken from memory, no transaction. A backend that does not
+    /// claim as it queues has none. `lease_until - now` is the lease
+    /// `owner` asks for, which the next such claims use.
+    fn handed_off(
+        &self,
+        _owner: &str,
+        _now: Millis,
+        _lease_until: Millis,
+        _limit: i64,
+    ) -> Vec<OutgoingMessage> {
+        Vec::new()
+    }
 }
 
 #[async_trait]
@@ -97,72 +118,23 @@ impl<B: Backend + OutboxWake> OutboxStore for B {
         lease_until: Millis,
         limit: i64,
     ) -> Result<Vec<OutgoingMessage>> {
-        use super::Write;
-        let mut tx = self.write().await?;
-        let due: Vec<Due> = tx
-            .fetch_all(
-                query(
-                    "SELECT id, incident_id, reason, channel, address FROM outbox
-                     WHERE (status = 'queued' AND due_at <= $1)
-                        OR (status = 'sending' AND lease_until <= $1)
-                     ORDER BY due_at LIMIT $2
-                     FOR UPDATE SKIP LOCKED",
-                )
-                .bind(&now)
-                .bind(&limit),
-            )
-            .await?;
-        if due.is_empty() {
-            return Ok(Vec::new());
+        let mut handed = self.handed_off(owner, now, lease_until, limit);
+        if handed.len() as i64 >= limit {
+            return Ok(handed);
         }
-        let incidents: Vec<&String> = due.iter().map(|d| &d.1).collect();
-        let mut q = query("SELECT id, state FROM incidents WHERE id IN ");
-        q.push_list(&incidents);
-        let states: HashMap<String, String> = tx
-            .fetch_all::<(String, String)>(q)
-            .await?
-            .into_iter()
-            .collect();
-        // A page of an incident that is no longer triggered is not sent;
-        // a status update always is.
-        let (live, stale): (Vec<Due>, Vec<Due>) = due.into_iter().partition(|d| {
-            !is_page_reason(&d.2) || states.get(&d.1).is_some_and(|s| s == "triggered")
-        });
-        let stale: Vec<&String> = stale.iter().map(|d| &d.0).collect();
-        if !stale.is_empty() {
-            let mut q = query(
-                "UPDATE outbox SET status = 'cancelled', lease_owner = NULL, lease_until = NULL,
-                    updated_at = $1 WHERE id IN ",
-            )
-            .bind(&now);
-            q.push_list(&stale);
-            tx.execute(q).await?;
+        let rest = limit - handed.len() as i64;
+        match claim_queued(self, owner, now, lease_until, rest).await {
+            Ok(claimed) => {
+                handed.extend(claimed);
+                Ok(handed)
+            }
+            // What was handed over is leased already: send it anyway.
+            Err(err) if !handed.is_empty() => {
+                tracing::warn!(error = %err, "claiming queued messages failed; sending those handed over");
+                Ok(handed)
+            }
+            Err(err) => Err(err),
         }
-        let live = hold_sms_pages(&mut tx, live, now).await?;
-        let live: Vec<String> = live.into_iter().map(|d| d.0).collect();
-        let mut claimed = Vec::new();
-        if !live.is_empty() {
-            let mut q = query(
-                "UPDATE outbox SET status = 'sending', lease_owner = $1, lease_until = $2,
-                    attempts = attempts + 1, updated_at = $3 WHERE id IN ",
-            )
-            .bind(owner)
-            .bind(&lease_until)
-            .bind(&now);
-            q.push_list(&live);
-            tx.execute(q).await?;
-            let mut q = query(
-                "SELECT o.id, o.account_id, o.incident_id, o.user_id, o.contact_id, o.reason, o.channel,
-                    o.address, o.attempts, o.page_at, s.name AS service_name, i.message,
-                    i.description, i.details, i.state AS incident_state
-                 FROM outbox o JOIN incidents i ON i.id = o.incident_id
-                 JOIN services s ON s.id = i.service_id WHERE o.id IN ",
-            );
-            q.push_list(&live).push(" ORDER BY o.due_at");
-            claimed = tx.fetch_all(q).await?;
-        }
-        tx.commit().await?;
-        Ok(claimed)
     }
 
     async fn finish_messages(
@@ -331,9 +303,88 @@ async fn hold_sms_pages(db: &mut impl Db, due: Vec<Due>, now: Millis) -> Result<
     Ok(claim)
 }
 
+/// Claims up to `limit` due messages from the queue (and sends whose lease
+/// ran out) for `owner`, in one transaction.
+async fn claim_queued<B: Backend>(
+    store: &B,
+    owner: &str,
+    now: Millis,
+    lease_until: Millis,
+    limit: i64,
+) -> Result<Vec<OutgoingMessage>> {
+    use super::Write;
+    let mut tx = store.write().await?;
+    let due: Vec<Due> = tx
+        .fetch_all(
+            query(
+                "SELECT id, incident_id, reason, channel, address FROM outbox
+                 WHERE (status = 'queued' AND due_at <= $1)
+                    OR (status = 'sending' AND lease_until <= $1)
+                 ORDER BY due_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(&now)
+            .bind(&limit),
+        )
+        .await?;
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let incidents: Vec<&String> = due.iter().map(|d| &d.1).collect();
+    let mut q = query("SELECT id, state FROM incidents WHERE id IN ");
+    q.push_list(&incidents);
+    let states: HashMap<String, String> = tx
+        .fetch_all::<(String, String)>(q)
+        .await?
+        .into_iter()
+        .collect();
+    // A page of an incident that is no longer triggered is not sent;
+    // a status update always is.
+    let (live, stale): (Vec<Due>, Vec<Due>) = due
+        .into_iter()
+        .partition(|d| !is_page_reason(&d.2) || states.get(&d.1).is_some_and(|s| s == "triggered"));
+    let stale: Vec<&String> = stale.iter().map(|d| &d.0).collect();
+    if !stale.is_empty() {
+        let mut q = query(
+            "UPDATE outbox SET status = 'cancelled', lease_owner = NULL, lease_until = NULL,
+                updated_at = $1 WHERE id IN ",
+        )
+        .bind(&now);
+        q.push_list(&stale);
+        tx.execute(q).await?;
+    }
+    let live = hold_sms_pages(&mut tx, live, now).await?;
+    let live: Vec<String> = live.into_iter().map(|d| d.0).collect();
+    let mut claimed = Vec::new();
+    if !live.is_empty() {
+        let mut q = query(
+            "UPDATE outbox SET status = 'sending', lease_owner = $1, lease_until = $2,
+                attempts = attempts + 1, updated_at = $3 WHERE id IN ",
+        )
+        .bind(owner)
+        .bind(&lease_until)
+        .bind(&now);
+        q.push_list(&live);
+        tx.execute(q).await?;
+        let mut q = query(
+            "SELECT o.id, o.account_id, o.incident_id, o.user_id, o.contact_id, o.reason, o.channel,
+                o.address, o.attempts, o.page_at, s.name AS service_name, i.message,
+                i.description, i.details, i.state AS incident_state
+             FROM outbox o JOIN incidents i ON i.id = o.incident_id
+             JOIN services s ON s.id = i.service_id WHERE o.id IN ",
+        );
+        q.push_list(&live).push(" ORDER BY o.due_at");
+        claimed = tx.fetch_all(q).await?;
+    }
+    tx.commit().await?;
+    Ok(claimed)
+}
+
 /// A message to queue.
-struct NewMessage<'a> {
+pub(crate) struct NewMessage<'a> {
     page: &'a Page<'a>,
+    /// Index of `page` in the pages planned.
+    index: usize,
     /// `None`: the user's sign-in address.
     contact: Option<String>,
     channel: &'static str,
@@ -365,8 +416,37 @@ struct Reach {
 /// Returns whether any was queued (the caller records
 /// `Change::MessagesQueued`).
 pub(crate) async fn enqueue_pages(db: &mut impl Db, pages: &[Page<'_>]) -> Result<bool> {
+    let rows = plan_messages(db, pages).await?;
+    insert_messages(db, &rows, None).await?;
+    Ok(!rows.is_empty())
+}
+
+/// Claiming messages as they are queued: for the sender `owner`, with a
+/// lease of `lease_ms` from the page's instant.
+pub(crate) struct ClaimAtQueue<'a> {
+    pub owner: &'a str,
+    pub lease_ms: Millis,
+}
+
+/// A message written already claimed (see [`ClaimAtQueue`]).
+pub(crate) struct Claimed {
+    /// Index of its page in the pages given.
+    pub page: usize,
+    pub id: String,
+    pub contact: Option<String>,
+    pub channel: &'static str,
+    pub address: String,
+    pub lease_until: Millis,
+}
+
+/// The messages `pages` come to, per each user's contacts and notification
+/// rules (three queries, however many pages and users).
+pub(crate) async fn plan_messages<'p>(
+    db: &mut impl Db,
+    pages: &'p [Page<'p>],
+) -> Result<Vec<NewMessage<'p>>> {
     if pages.is_empty() {
-        return Ok(false);
+        return Ok(Vec::new());
     }
     let mut users: Vec<&str> = pages.iter().map(|p| p.user).collect();
     users.sort_unstable();
@@ -396,7 +476,7 @@ pub(crate) async fn enqueue_pages(db: &mut impl Db, pages: &[Page<'_>]) -> Resul
         reach.entry(user).or_default().email = Some(email);
     }
     let mut rows: Vec<NewMessage<'_>> = Vec::new();
-    for page in pages {
+    for (index, page) in pages.iter().enumerate() {
         let Some(r) = reach.get(page.user) else {
             continue;
         };
@@ -404,6 +484,7 @@ pub(crate) async fn enqueue_pages(db: &mut impl Db, pages: &[Page<'_>]) -> Resul
             if let Some(email) = &r.email {
                 rows.push(NewMessage {
                     page,
+                    index,
                     contact: None,
                     channel: "email",
                     address: email.clone(),
@@ -419,6 +500,7 @@ pub(crate) async fn enqueue_pages(db: &mut impl Db, pages: &[Page<'_>]) -> Resul
             };
             rows.push(NewMessage {
                 page,
+                index,
                 contact: Some(m.contact_id),
                 channel: m.kind.as_str(),
                 address: address.clone(),
@@ -426,16 +508,41 @@ pub(crate) async fn enqueue_pages(db: &mut impl Db, pages: &[Page<'_>]) -> Resul
             });
         }
     }
-    if rows.is_empty() {
-        return Ok(false);
-    }
+    Ok(rows)
+}
+
+/// Writes `rows` to the outbox, queued; with `claim`, those due at once
+/// that are not texts (texts wait for bundling, see [`hold_sms_pages`])
+/// are written claimed for its sender instead and returned, for the
+/// caller to hand over after the commit. That saves the sender's claiming
+/// transaction for every page sent the moment it is decided.
+pub(crate) async fn insert_messages(
+    db: &mut impl Db,
+    rows: &[NewMessage<'_>],
+    claim: Option<&ClaimAtQueue<'_>>,
+) -> Result<Vec<Claimed>> {
+    let mut claimed = Vec::new();
     for chunk in rows.chunks(500) {
         let ids: Vec<String> = chunk.iter().map(|_| new_id()).collect();
         let mut q = query(
             "INSERT INTO outbox (id, account_id, incident_id, user_id, contact_id, reason, channel, address,
-                status, attempts, page_at, due_at, created_at, updated_at) VALUES ",
+                status, lease_owner, lease_until, attempts, page_at, due_at, created_at, updated_at) VALUES ",
         );
+        let leases: Vec<Option<(&str, Millis)>> = chunk
+            .iter()
+            .map(|m| {
+                claim
+                    .filter(|_| m.due <= m.page.at && m.channel != "sms")
+                    .map(|c| (c.owner, m.page.at.saturating_add(c.lease_ms)))
+            })
+            .collect();
+        let owners: Vec<Option<&str>> = leases.iter().map(|l| l.map(|l| l.0)).collect();
+        let untils: Vec<Option<Millis>> = leases.iter().map(|l| l.map(|l| l.1)).collect();
         for (i, (m, id)) in chunk.iter().zip(&ids).enumerate() {
+            let (status, attempts) = match leases[i] {
+                Some(_) => ("sending", &1i64),
+                None => ("queued", &0i64),
+            };
             push_row(&mut q, i, |q| {
                 q.push_bind(id)
                     .push(", ")
@@ -452,7 +559,15 @@ pub(crate) async fn enqueue_pages(db: &mut impl Db, pages: &[Page<'_>]) -> Resul
                     .push_bind(m.channel)
                     .push(", ")
                     .push_bind(&m.address)
-                    .push(", 'queued', 0, ")
+                    .push(", ")
+                    .push_bind(status)
+                    .push(", ")
+                    .push_bind(&owners[i])
+                    .push(", ")
+                    .push_bind(&untils[i])
+                    .push(", ")
+                    .push_bind(attempts)
+                    .push(", ")
                     .push_bind(&m.page.at)
                     .push(", ")
                     .push_bind(&m.due)
@@ -463,8 +578,20 @@ pub(crate) async fn enqueue_pages(db: &mut impl Db, pages: &[Page<'_>]) -> Resul
             });
         }
         db.execute(q).await?;
+        for ((m, id), lease) in chunk.iter().zip(ids).zip(leases) {
+            if let Some((_, lease_until)) = lease {
+                claimed.push(Claimed {
+                    page: m.index,
+                    id,
+                    contact: m.contact.clone(),
+                    channel: m.channel,
+                    address: m.address.clone(),
+                    lease_until,
+                });
+            }
+        }
     }
-    Ok(true)
+    Ok(claimed)
 }
 
 /// A status update to send: what happened to an incident, and who is not

@@ -10,15 +10,16 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::conn::{Conns, LiteTx};
+use super::handoff::Handoff;
 use super::ingest::{IngestState, OpenRef};
 use super::SqliteStore;
 use crate::plan::{open_changeset, plan, Change, PolicyContext};
 use crate::sql::incidents::{open_incident, Triggers};
-use crate::sql::outbox::{enqueue_pages, Page};
+use crate::sql::outbox::{insert_messages, plan_messages, ClaimAtQueue, Claimed, Page};
 use crate::sql::timers::{insert_timers, load_policy_context, push_row, NewTimer};
 use crate::sql::{query, Db};
 use crate::util::{new_id, new_incident_key};
-use crate::{Actor, Incident, NewIncident, Result, StoreError, TriggerOutcome};
+use crate::{Actor, Incident, NewIncident, OutgoingMessage, Result, StoreError, TriggerOutcome};
 
 impl Triggers for SqliteStore {
     async fn trigger(
@@ -90,9 +91,9 @@ const TRIGGER_BATCH: usize = 128;
 pub(super) async fn run_trigger_batcher(
     conns: Arc<Conns>,
     mut jobs: tokio::sync::mpsc::Receiver<TriggerJob>,
-    notify: std::sync::Arc<tokio::sync::Notify>,
-    outbox: std::sync::Arc<tokio::sync::Notify>,
-    ingest: std::sync::Arc<IngestState>,
+    wake: Wake,
+    ingest: Arc<IngestState>,
+    handoff: Arc<Handoff>,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
@@ -103,13 +104,14 @@ pub(super) async fn run_trigger_batcher(
             }
         }
         let started = std::time::Instant::now();
-        let results = match trigger_batch(&conns, &ingest, &batch).await {
+        let results = match trigger_batch(&conns, &ingest, &handoff, &batch).await {
             Ok(results) => results,
             Err(err) if batch.len() > 1 => {
                 tracing::warn!(error = %err, size = batch.len(), "trigger batch failed; retrying its triggers one by one");
                 let mut results = Vec::with_capacity(batch.len());
                 for job in &batch {
-                    let alone = trigger_batch(&conns, &ingest, std::slice::from_ref(job)).await;
+                    let alone =
+                        trigger_batch(&conns, &ingest, &handoff, std::slice::from_ref(job)).await;
                     results
                         .push(alone.and_then(|mut r| r.pop().unwrap_or(Err(StoreError::NotFound))));
                 }
@@ -140,13 +142,20 @@ pub(super) async fn run_trigger_batcher(
             let _ = job.reply.send(result);
         }
         if armed {
-            notify.notify_one();
+            wake.timers.notify_one();
         }
         if opened {
-            // Their pages, if any, are queued.
-            outbox.notify_one();
+            // Their pages, if any, are queued or handed over.
+            wake.outbox.notify_one();
         }
     }
+}
+
+/// Whom the batcher wakes after a commit: the engine when timers were
+/// armed, the sender when pages were queued.
+pub(super) struct Wake {
+    pub timers: Arc<tokio::sync::Notify>,
+    pub outbox: Arc<tokio::sync::Notify>,
 }
 
 /// A trigger's outcome and whether it armed a timer.
@@ -163,6 +172,7 @@ enum Decided {
 /// A new incident with its timers and audit event, not yet written.
 struct Opened {
     incident: Incident,
+    service_name: String,
     change: Change,
     changeset: Value,
     actor: Actor,
@@ -171,8 +181,10 @@ struct Opened {
 async fn trigger_batch(
     conns: &Conns,
     ingest: &IngestState,
+    handoff: &Handoff,
     batch: &[TriggerJob],
 ) -> Result<Vec<TriggerResult>> {
+    let sender = handoff.sender();
     let mut tx = conns.begin().await?;
     let mut services = HashMap::new();
     let mut opened: Vec<Opened> = Vec::new();
@@ -188,8 +200,13 @@ async fn trigger_batch(
             Err(err) => decided.push(Err(err)),
         }
     }
+    let mut claimed = Vec::new();
     if !opened.is_empty() {
-        insert_opened(&mut tx, &opened).await?;
+        let claim = sender.as_ref().map(|(owner, lease_ms)| ClaimAtQueue {
+            owner,
+            lease_ms: *lease_ms,
+        });
+        claimed = insert_opened(&mut tx, &opened, claim.as_ref()).await?;
     }
     {
         // Memory moves in commit order: applied before the writer is
@@ -209,6 +226,11 @@ async fn trigger_batch(
             }
         }
     }
+    if let Some((owner, _)) = &sender {
+        if !claimed.is_empty() {
+            handoff.hand_over(owner, claimed);
+        }
+    }
     let mut opened = opened.into_iter();
     Ok(decided
         .into_iter()
@@ -225,7 +247,14 @@ async fn trigger_batch(
 
 /// A service's state and policy, loaded once per batch: the batch holds
 /// the only writer, so neither can change under it.
-type ServiceCache = HashMap<(String, String), (String, PolicyContext)>;
+type ServiceCache = HashMap<(String, String), ServiceFacts>;
+
+/// What a batch needs of a service: its state and name, and its policy.
+struct ServiceFacts {
+    state: String,
+    name: String,
+    policy: PolicyContext,
+}
 
 /// Decides one trigger inside the batch's transaction: refused, a
 /// duplicate of an open incident (committed, or opened earlier in this
@@ -247,21 +276,26 @@ async fn decide_trigger(
         ..
     } = job;
     let (dedup, now) = (*dedup, *now);
-    let (state, pc) = match services.entry((account_id.clone(), service_id.clone())) {
+    let facts = match services.entry((account_id.clone(), service_id.clone())) {
         Entry::Occupied(known) => known.into_mut(),
         Entry::Vacant(slot) => {
-            let (state,): (String,) = tx
+            let (state, name): (String, String) = tx
                 .fetch_one(
-                    query("SELECT state FROM services WHERE account_id = $1 AND id = $2")
+                    query("SELECT state, name FROM services WHERE account_id = $1 AND id = $2")
                         .bind(account_id)
                         .bind(service_id),
                 )
                 .await?;
-            let pc = load_policy_context(&mut *tx, service_id, now).await?;
-            slot.insert((state, pc))
+            let policy = load_policy_context(&mut *tx, service_id, now).await?;
+            slot.insert(ServiceFacts {
+                state,
+                name,
+                policy,
+            })
         }
     };
-    if state != "enabled" {
+    let pc = &facts.policy;
+    if facts.state != "enabled" {
         return Err(crate::util::service_disabled());
     }
     let key = new.key.as_deref();
@@ -318,6 +352,7 @@ async fn decide_trigger(
     let changeset = open_changeset(new, &incident.key, &change);
     Ok(Decided::Open(Box::new(Opened {
         incident,
+        service_name: facts.name.clone(),
         change,
         changeset,
         actor: job.actor.clone(),
@@ -330,7 +365,8 @@ async fn decide_trigger(
 async fn insert_opened(
     tx: &mut LiteTx<tokio::sync::MutexGuard<'_, rusqlite::Connection>>,
     opened: &[Opened],
-) -> Result<()> {
+    claim: Option<&ClaimAtQueue<'_>>,
+) -> Result<Vec<(Millis, OutgoingMessage)>> {
     let mut q = query(
         "INSERT INTO incidents (id, account_id, service_id, state, message, description, details, key,
             current_user_id, current_policy_rule_id, escalation_loop_count, triggered_at, created_at, updated_at) VALUES ",
@@ -411,20 +447,51 @@ async fn insert_opened(
     }
     tx.execute(q).await?;
     // Each trigger's pages are decided at its own instant; one call
-    // queues the whole batch's.
-    let pages: Vec<Page<'_>> = opened
+    // queues the whole batch's, those due at once claimed for the sender.
+    let (pages, of): (Vec<Page<'_>>, Vec<&Opened>) = opened
         .iter()
         .flat_map(|o| {
             let i = &o.incident;
-            o.change.pages.iter().map(move |(reason, user)| Page {
-                account: &i.account_id,
-                incident: &i.id,
-                reason: *reason,
-                user,
-                at: i.created_at,
+            o.change.pages.iter().map(move |(reason, user)| {
+                let page = Page {
+                    account: &i.account_id,
+                    incident: &i.id,
+                    reason: *reason,
+                    user,
+                    at: i.created_at,
+                };
+                (page, o)
             })
         })
-        .collect();
-    enqueue_pages(tx, &pages).await?;
-    Ok(())
+        .unzip();
+    let rows = plan_messages(tx, &pages).await?;
+    let claimed = insert_messages(tx, &rows, claim).await?;
+    Ok(claimed
+        .into_iter()
+        .map(|c| (c.lease_until, claimed_message(c, &pages, &of)))
+        .collect())
+}
+
+/// The message the sender would have claimed for a page written claimed.
+fn claimed_message(c: Claimed, pages: &[Page<'_>], of: &[&Opened]) -> OutgoingMessage {
+    let (page, o) = (&pages[c.page], of[c.page]);
+    let i = &o.incident;
+    OutgoingMessage {
+        id: c.id,
+        account_id: i.account_id.clone(),
+        incident_id: i.id.clone(),
+        user_id: page.user.to_owned(),
+        contact_id: c.contact,
+        reason: page.reason.as_str().to_owned(),
+        channel: c.channel.to_owned(),
+        address: c.address,
+        attempts: 1,
+        page_at: page.at,
+        service_name: o.service_name.clone(),
+        message: i.message.clone(),
+        description: i.description.clone(),
+        details: i.details.clone(),
+        incident_state: i.state.clone(),
+        bundle: Vec::new(),
+    }
 }

@@ -15,6 +15,7 @@
 //! ingest path's questions from memory exactly.
 
 pub(crate) mod conn;
+mod handoff;
 mod incidents;
 mod ingest;
 mod migrate;
@@ -40,6 +41,8 @@ pub struct SqliteStore {
     triggers: tokio::sync::mpsc::Sender<incidents::TriggerJob>,
     /// Integration keys, service states and open dedup keys in memory.
     ingest: Arc<ingest::IngestState>,
+    /// New incidents' first pages, claimed for the sender as written.
+    handoff: Arc<handoff::Handoff>,
 }
 
 impl SqliteStore {
@@ -52,13 +55,17 @@ impl SqliteStore {
         let timer_notify: Arc<tokio::sync::Notify> = Default::default();
         let outbox_notify: Arc<tokio::sync::Notify> = Default::default();
         let ingest: Arc<ingest::IngestState> = Default::default();
+        let handoff: Arc<handoff::Handoff> = Default::default();
         let (triggers, jobs) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(incidents::run_trigger_batcher(
             conns.clone(),
             jobs,
-            timer_notify.clone(),
-            outbox_notify.clone(),
+            incidents::Wake {
+                timers: timer_notify.clone(),
+                outbox: outbox_notify.clone(),
+            },
             ingest.clone(),
+            handoff.clone(),
         ));
         Ok(SqliteStore {
             conns,
@@ -66,6 +73,7 @@ impl SqliteStore {
             outbox_notify,
             triggers,
             ingest,
+            handoff,
         })
     }
 }
@@ -90,6 +98,16 @@ impl sql::Backend for SqliteStore {
 impl sql::outbox::OutboxWake for SqliteStore {
     async fn messages_queued(&self) {
         self.outbox_notify.notified().await;
+    }
+
+    fn handed_off(
+        &self,
+        owner: &str,
+        now: klaxon_core::time::Millis,
+        lease_until: klaxon_core::time::Millis,
+        limit: i64,
+    ) -> Vec<crate::OutgoingMessage> {
+        self.handoff.take(owner, now, lease_until, limit)
     }
 }
 
@@ -214,7 +232,33 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        // Pages claimed at their queueing that the sender never took go
+        // back to the queue: the next start sends them at once instead of
+        // when their lease runs out.
+        let untaken = self.handoff.drain();
+        if !untaken.is_empty() {
+            if let Err(err) = self.requeue(&untaken).await {
+                tracing::warn!(error = %err, count = untaken.len(), "could not requeue untaken pages; they are sent when their lease runs out");
+            }
+        }
         self.conns.close();
+    }
+}
+
+impl SqliteStore {
+    /// Puts claimed messages back in the queue, as if never claimed.
+    async fn requeue(&self, ids: &[String]) -> Result<()> {
+        use sql::{Db, Write};
+        let mut tx = sql::Backend::write(self).await?;
+        for chunk in ids.chunks(500) {
+            let mut q = sql::query(
+                "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL,
+                    attempts = attempts - 1 WHERE status = 'sending' AND id IN ",
+            );
+            q.push_list(chunk);
+            tx.execute(q).await?;
+        }
+        tx.commit().await
     }
 }
 

@@ -292,3 +292,67 @@ pub(crate) async fn outgoing_messages_and_delivery_reports(store: Arc<dyn Store>
         ("sent", Some("CA2"))
     );
 }
+
+/// A page due at once is claimed exactly once, whether the backend writes
+/// it claimed for a sender that claimed before (SQLite hands it over from
+/// memory) or the sender claims it from the queue; what the sender gets is
+/// what the outbox holds, and a lease that runs out frees it again.
+pub(crate) async fn a_page_due_at_once_is_claimed_once(store: Arc<dyn Store>) {
+    let store = &*store;
+    let w = world(store, "handoff").await;
+    let user = &w.users[0];
+    add_contact(store, &w.t, user, ContactType::Email, "ops@handoff.test").await;
+    add_contact(store, &w.t, user, ContactType::Sms, NUMBER).await;
+    let claim = |owner: &'static str, at: Millis| async move {
+        store
+            .claim_messages(owner, at, at + MINUTE, 10)
+            .await
+            .expect("claim_messages")
+    };
+    assert!(claim("sender", NOW).await.is_empty());
+    let incident = w.trigger(store, "disk full", None, NOW).await;
+    let mut claimed = claim("sender", NOW + 1).await;
+    claimed.sort_by(|a, b| a.channel.cmp(&b.channel));
+    let channels: Vec<&str> = claimed.iter().map(|m| m.channel.as_str()).collect();
+    assert_eq!(channels, ["email", "sms"], "{claimed:?}");
+    for m in &claimed {
+        let stored = store
+            .outgoing_message(&m.id)
+            .await
+            .expect("outgoing_message")
+            .expect("found");
+        let fields = |m: &klaxon_store::OutgoingMessage| {
+            (
+                m.account_id.clone(),
+                m.incident_id.clone(),
+                m.user_id.clone(),
+                m.contact_id.clone(),
+                m.reason.clone(),
+                m.address.clone(),
+                (
+                    m.attempts,
+                    m.page_at,
+                    m.service_name.clone(),
+                    m.message.clone(),
+                    m.description.clone(),
+                    m.details.as_ref().map(|d| d.0.clone()),
+                    m.incident_state.clone(),
+                ),
+            )
+        };
+        assert_eq!(fields(m), fields(&stored), "{}", m.channel);
+        assert_eq!(
+            (m.incident_id.as_str(), m.attempts),
+            (incident.id.as_str(), 1)
+        );
+        let row = notification(store, &w.t.account, &incident.id, &m.id).await;
+        assert_eq!((row.status.as_str(), row.attempts), ("sending", 1));
+    }
+    // Not twice while the lease runs, by this sender or another.
+    assert!(claim("sender", NOW + 2).await.is_empty());
+    assert!(claim("other", NOW + 3).await.is_empty());
+    // A lease that ran out (its sender died) frees the message again.
+    let again = claim("other", NOW + 2 * MINUTE + 10).await;
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert!(again.iter().all(|m| m.attempts == 2));
+}
