@@ -17,7 +17,30 @@ pub const DAY_MS: Millis = 24 * 60 * MINUTE_MS;
 pub fn format_ts(ms: Millis) -> String {
     let secs = ms.div_euclid(1000);
     match Timestamp::from_second(secs) {
-        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Ok(ts) => {
+            let dt = jiff::tz::Offset::UTC.to_datetime(ts);
+            match u16::try_from(dt.year()) {
+                // Every response carries a few of these: written digit by
+                // digit, not through a format string.
+                Ok(year) => {
+                    let mut out = *b"0000-00-00T00:00:00Z";
+                    let mut put = |at: usize, width: usize, mut n: u16| {
+                        for i in (at..at + width).rev() {
+                            out[i] = b'0' + (n % 10) as u8;
+                            n /= 10;
+                        }
+                    };
+                    put(0, 4, year);
+                    put(5, 2, dt.month() as u16);
+                    put(8, 2, dt.day() as u16);
+                    put(11, 2, dt.hour() as u16);
+                    put(14, 2, dt.minute() as u16);
+                    put(17, 2, dt.second() as u16);
+                    out.iter().map(|&b| b as char).collect()
+                }
+                Err(_) => ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            }
+        }
         // Out of jiff's range (beyond year ±9999): clamp rather than panic.
         Err(_) if secs < 0 => "-009999-01-01T00:00:00Z".to_owned(),
         Err(_) => "9999-12-31T23:59:59Z".to_owned(),
@@ -51,6 +74,17 @@ mod tests {
         );
         assert_eq!(parse_ts("yesterday"), None);
         assert_eq!(parse_ts("2026-01-05T09:00:00"), None, "offset required");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn formats_as_jiff_does(ms in -62_000_000_000_000i64..253_000_000_000_000i64) {
+            let expected = Timestamp::from_millisecond(ms)
+                .expect("in range")
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string();
+            proptest::prop_assert_eq!(format_ts(ms), expected);
+        }
     }
 
     #[test]
