@@ -33,6 +33,9 @@ pub enum ApiError {
     /// 409: conflicts with the resource's current state.
     #[error("{0}")]
     Conflict(String),
+    /// 408: the body did not arrive within `app::BODY_TIMEOUT`.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// 413: body over the limit.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -82,6 +85,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

@@ -35,6 +35,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
+            } else if body_timed_out(&e) {
+                ApiError::RequestTimeout
             } else {
                 ApiError::BadRequest(format!("could not read the request body: {e}"))
             }
@@ -355,4 +357,17 @@ mod tests {
         assert_eq!(err("a%00=b"), ["base"]);
         assert!(err("message=a%09b%0D%0A&q=x").is_empty());
     }
+}
+
+/// Whether reading a body failed because it did not arrive within
+/// `app::BODY_TIMEOUT` (a 408, not a malformed request).
+pub fn body_timed_out(rejection: &axum::extract::rejection::BytesRejection) -> bool {
+    let mut source = std::error::Error::source(rejection);
+    while let Some(err) = source {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
