@@ -312,6 +312,19 @@ impl Changeset {
     }
 }
 
+/// Whether reading a body failed because it did not arrive within
+/// `app::BODY_TIMEOUT` (a 408, not a malformed request).
+pub fn body_timed_out(rejection: &axum::extract::rejection::BytesRejection) -> bool {
+    let mut source = std::error::Error::source(rejection);
+    while let Some(err) = source {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,17 +370,4 @@ mod tests {
         assert_eq!(err("a%00=b"), ["base"]);
         assert!(err("message=a%09b%0D%0A&q=x").is_empty());
     }
-}
-
-/// Whether reading a body failed because it did not arrive within
-/// `app::BODY_TIMEOUT` (a 408, not a malformed request).
-pub fn body_timed_out(rejection: &axum::extract::rejection::BytesRejection) -> bool {
-    let mut source = std::error::Error::source(rejection);
-    while let Some(err) = source {
-        if err.is::<tower_http::timeout::TimeoutError>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }
