@@ -1,6 +1,7 @@
 //! A request body that stops arriving is answered 408 once
 //! `app::BODY_TIMEOUT` has passed (on a paused clock: no real waiting),
 //! not taken for a malformed request.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
