@@ -148,6 +148,28 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// What every event starts with, under its version's names: the
+    /// integration key, the action, and the deduplication key (required
+    /// unless the action is a trigger).
+    fn head(
+        &self,
+        [key, action, dedup]: [&str; 3],
+        errors: &mut Vec<String>,
+    ) -> (Option<&'a str>, Option<Action>, Option<&'a str>) {
+        let routing_key = self.line(key, true, errors);
+        let parsed = self.line(action, true, errors).and_then(|a| {
+            Action::parse(a).or_else(|| {
+                errors.push(format!(
+                    "'{action}' is invalid (must be one of: trigger, acknowledge, resolve)"
+                ));
+                None
+            })
+        });
+        let dedup_key = self.line(dedup, parsed.is_some_and(|a| a != Action::Trigger), errors);
+        check_key(dedup, dedup_key, errors);
+        (routing_key, parsed, dedup_key)
+    }
+
     fn name(&self, field: &str) -> String {
         format!("{}{field}", self.prefix)
     }
@@ -254,22 +276,8 @@ fn parse_v2(document: &Value) -> Result<Event, PdError> {
     let object = event_object(document)?;
     let event = Fields { object, prefix: "" };
     let mut errors = Vec::new();
-    let routing_key = event.line("routing_key", true, &mut errors);
-    let action = match event.line("event_action", true, &mut errors) {
-        Some(a) => Action::parse(a).or_else(|| {
-            errors.push(
-                "'event_action' is invalid (must be one of: trigger, acknowledge, resolve)".into(),
-            );
-            None
-        }),
-        None => None,
-    };
-    let dedup_key = event.line(
-        "dedup_key",
-        action.is_some_and(|a| a != Action::Trigger),
-        &mut errors,
-    );
-    check_key("dedup_key", dedup_key, &mut errors);
+    let (routing_key, action, dedup_key) =
+        event.head(["routing_key", "event_action", "dedup_key"], &mut errors);
     let mut summary = None;
     let mut details = Map::new();
     if action == Some(Action::Trigger) {
@@ -327,22 +335,8 @@ fn parse_v1(document: &Value) -> Result<Event, PdError> {
     let object = event_object(document)?;
     let event = Fields { object, prefix: "" };
     let mut errors = Vec::new();
-    let service_key = event.line("service_key", true, &mut errors);
-    let action = match event.line("event_type", true, &mut errors) {
-        Some(a) => Action::parse(a).or_else(|| {
-            errors.push(
-                "'event_type' is invalid (must be one of: trigger, acknowledge, resolve)".into(),
-            );
-            None
-        }),
-        None => None,
-    };
-    let incident_key = event.line(
-        "incident_key",
-        action.is_some_and(|a| a != Action::Trigger),
-        &mut errors,
-    );
-    check_key("incident_key", incident_key, &mut errors);
+    let (service_key, action, incident_key) =
+        event.head(["service_key", "event_type", "incident_key"], &mut errors);
     let mut summary = None;
     let mut details = Map::new();
     if action == Some(Action::Trigger) {
