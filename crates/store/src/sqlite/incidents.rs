@@ -17,6 +17,7 @@ use crate::sql::incidents::{open_incident, Triggers};
 use crate::sql::outbox::{enqueue_pages, Page};
 use crate::sql::timers::{insert_timers, load_policy_context, push_row, NewTimer};
 use crate::sql::{query, Db};
+use crate::stats::Counters;
 use crate::util::{new_id, new_incident_key};
 use crate::{Actor, Incident, NewIncident, Result, StoreError, TriggerOutcome};
 
@@ -93,6 +94,7 @@ pub(super) async fn run_trigger_batcher(
     notify: std::sync::Arc<tokio::sync::Notify>,
     outbox: std::sync::Arc<tokio::sync::Notify>,
     ingest: std::sync::Arc<IngestState>,
+    counters: std::sync::Arc<Counters>,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
@@ -103,13 +105,13 @@ pub(super) async fn run_trigger_batcher(
             }
         }
         let started = std::time::Instant::now();
-        let results = match trigger_batch(&conns, &ingest, &batch).await {
+        let results = match trigger_batch(&conns, &ingest, &counters, &batch).await {
             Ok(results) => results,
             Err(err) if batch.len() > 1 => {
                 tracing::warn!(error = %err, size = batch.len(), "trigger batch failed; retrying its triggers one by one");
                 let mut results = Vec::with_capacity(batch.len());
                 for job in &batch {
-                    let alone = trigger_batch(&conns, &ingest, std::slice::from_ref(job)).await;
+                    let alone = trigger_batch(&conns, &ingest, &counters, std::slice::from_ref(job)).await;
                     results
                         .push(alone.and_then(|mut r| r.pop().unwrap_or(Err(StoreError::NotFound))));
                 }
@@ -171,6 +173,7 @@ struct Opened {
 async fn trigger_batch(
     conns: &Conns,
     ingest: &IngestState,
+    counters: &Counters,
     batch: &[TriggerJob],
 ) -> Result<Vec<TriggerResult>> {
     let mut tx = conns.begin().await?;
@@ -209,6 +212,8 @@ async fn trigger_batch(
             }
         }
     }
+    counters.batch(batch.len());
+    counters.opened(opened.len());
     let mut opened = opened.into_iter();
     Ok(decided
         .into_iter()

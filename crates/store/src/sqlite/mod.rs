@@ -40,6 +40,8 @@ pub struct SqliteStore {
     triggers: tokio::sync::mpsc::Sender<incidents::TriggerJob>,
     /// Integration keys, service states and open dedup keys in memory.
     ingest: Arc<ingest::IngestState>,
+    /// What commits counted, for monitoring.
+    counters: Arc<crate::stats::Counters>,
 }
 
 impl SqliteStore {
@@ -52,6 +54,7 @@ impl SqliteStore {
         let timer_notify: Arc<tokio::sync::Notify> = Default::default();
         let outbox_notify: Arc<tokio::sync::Notify> = Default::default();
         let ingest: Arc<ingest::IngestState> = Default::default();
+        let counters: Arc<crate::stats::Counters> = Default::default();
         let (triggers, jobs) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(incidents::run_trigger_batcher(
             conns.clone(),
@@ -59,6 +62,7 @@ impl SqliteStore {
             timer_notify.clone(),
             outbox_notify.clone(),
             ingest.clone(),
+            counters.clone(),
         ));
         Ok(SqliteStore {
             conns,
@@ -66,6 +70,7 @@ impl SqliteStore {
             outbox_notify,
             triggers,
             ingest,
+            counters,
         })
     }
 }
@@ -84,6 +89,12 @@ impl sql::Backend for SqliteStore {
             store: self,
             changes: Vec::new(),
         })
+    }
+
+    const GROUP_COMMIT: bool = true;
+
+    fn counters(&self) -> &crate::stats::Counters {
+        &self.counters
     }
 }
 
