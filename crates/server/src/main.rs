@@ -8,7 +8,7 @@ use klaxon_server::app::{self, AppState};
 use klaxon_server::clock::Clock;
 use klaxon_server::config::{self, Config, ConfigArgs};
 use klaxon_server::http::sessions;
-use klaxon_server::{engine, notify};
+use klaxon_server::{engine, notify, tls};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -134,12 +134,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .map_err(|err| anyhow::anyhow!("{err}"))?;
     let store = open_store(&config).await?;
     let fresh = !store.has_accounts().await?;
+    // Read before binding: a bad certificate stops the start at once.
+    let certificates = match &config.tls {
+        Some(files) => Some(tls::Certificates::load(files)?),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, backend = store.backend(), database = %config::redact(&config.database_url), "klaxon listening");
-    println!("Klaxon listening on http://{addr}");
+    // Taken over before anyone is told where to connect, so that a SIGHUP
+    // from then on reloads rather than ends the process.
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
+    let scheme = if certificates.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, %scheme, backend = store.backend(), database = %config::redact(&config.database_url), "klaxon listening");
+    println!("Klaxon listening on {scheme}://{addr}");
     if fresh {
         println!(
             "No accounts yet. Create the first one with\n  \
@@ -149,12 +160,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let clock = Clock::new(config.clock_speed, config.clock_origin_ms);
     let (stop_engine, engine_stop) = tokio::sync::watch::channel(false);
-    let engine = tokio::spawn(engine::run(
+    let state = AppState::load(store.clone(), clock.clone(), Arc::new(config)).await?;
+    let metrics = state.metrics.clone();
+    let engine = tokio::spawn(engine::run_observed(
         store.clone(),
         clock.clone(),
         engine_stop.clone(),
+        move |fired, _| metrics.timers_fired(fired),
     ));
-    let state = AppState::load(store.clone(), clock.clone(), Arc::new(config)).await?;
     let notifier = Arc::new(notify::providers(
         &state.config,
         state.links.clone(),
@@ -164,8 +177,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         store.clone(),
         clock.clone(),
         notifier,
+        state.metrics.clone(),
         engine_stop,
     ));
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(hangups, certificates.clone()));
     // Stop the engine and the sender first so that no timer starts firing
     // and no message starts sending while the store closes; an in-flight
     // batch finishes its transaction, a send in flight records its outcome.
@@ -175,9 +191,37 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = engine.await;
         let _ = sender.await;
     };
-    app::serve(listener, state, shutdown).await?;
+    match certificates {
+        Some(certificates) => {
+            let listener = tls::TlsListener::new(listener, certificates.server_config()?)?;
+            app::serve(listener, state, shutdown).await?;
+        }
+        None => app::serve(listener, state, shutdown).await?,
+    }
     tracing::info!("klaxon stopped");
     Ok(())
+}
+
+/// SIGHUP reads the TLS certificate and key again (a renewal); new
+/// connections get the new pair. Without TLS there is nothing to reload,
+/// and SIGHUP no longer ends the server either.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    certificates: Option<Arc<tls::Certificates>>,
+) {
+    while hangups.recv().await.is_some() {
+        match &certificates {
+            Some(certificates) => match certificates.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(err) => tracing::error!(
+                    error = format!("{err:#}"),
+                    "SIGHUP: cannot reload the TLS certificate; still serving the previous one"
+                ),
+            },
+            None => tracing::info!("SIGHUP: nothing to reload (no TLS)"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -32,6 +32,7 @@ use super::{
     parse_json, read_body, service_for, with_retry_after, Acted, BodyError, Failure,
 };
 use crate::app::AppState;
+use crate::metrics::Source;
 use crate::http::auth::credential;
 use crate::http::error::ApiError;
 use crate::http::incidents::{DESCRIPTION_MAX, MESSAGE_MAX};
@@ -314,6 +315,7 @@ async fn receive(state: &AppState, request: Request) -> Result<Value, AmError> {
         .limiter
         .take(&service.id)
         .map_err(AmError::Throttled)?;
+    state.metrics.integration_event(Source::Alertmanager);
     let key = fitting_key(&notification.group_key);
     if !notification.firing {
         let acted =

@@ -33,6 +33,7 @@ use super::{
     parse_json, read_body, service_for, with_retry_after, BodyError, Failure,
 };
 use crate::app::AppState;
+use crate::metrics::Source;
 use crate::http::incidents::KEY_MAX;
 
 /// PagerDuty's limit on one event.
@@ -385,6 +386,7 @@ async fn process(state: &AppState, event: Event) -> Result<String, PdError> {
         .limiter
         .take(&service.id)
         .map_err(PdError::Throttled)?;
+    state.metrics.integration_event(Source::PagerDuty);
     let action = match event.action {
         Action::Trigger => {
             let key = event.dedup_key.unwrap_or_else(new_dedup_key);
@@ -499,6 +501,7 @@ pub async fn enqueue_change_event(State(state): State<AppState>, request: Reques
             .limiter
             .take(&service.id)
             .map_err(PdError::Throttled)?;
+        state.metrics.integration_event(Source::PagerDuty);
         state
             .store
             .record_change_event(
