@@ -193,7 +193,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     match certificates {
         Some(certificates) => {
-            let listener = tls::TlsListener::new(listener, certificates.server_config()?)?;
+            let listener = tls::TlsListener::new(listener, certificates)?;
             app::serve(listener, state, shutdown).await?;
         }
         None => app::serve(listener, state, shutdown).await?,

@@ -2,10 +2,13 @@
 //! router, with the certificate reloadable while the server runs.
 //!
 //! The certificate and key are read from PEM files at start and again on
-//! SIGHUP ([`Certificates::reload`]); each handshake asks [`Certificates`]
-//! for the current pair, so new connections get a renewed certificate at
-//! once and open ones keep theirs. A file that does not load on reload is
-//! logged and the old pair kept: a botched renewal never takes HTTPS down.
+//! SIGHUP ([`Certificates::reload`]), which builds a whole new rustls
+//! configuration; each handshake takes the current one, so new
+//! connections get a renewed certificate at once and open ones keep
+//! theirs. The new configuration comes with an empty session cache: a
+//! client cannot resume a session the old certificate authenticated. A
+//! file that does not load on reload is logged and the old configuration
+//! kept: a botched renewal never takes HTTPS down.
 //!
 //! Handshakes run on tasks of their own (with a time limit), never in the
 //! accept loop, so a slow or silent client cannot hold up others; finished
@@ -21,7 +24,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
@@ -37,7 +39,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The certificate and key new connections are served with.
 pub struct Certificates {
     files: TlsConfig,
-    current: RwLock<Arc<CertifiedKey>>,
+    current: RwLock<Arc<ServerConfig>>,
 }
 
 impl fmt::Debug for Certificates {
@@ -51,42 +53,39 @@ impl fmt::Debug for Certificates {
 impl Certificates {
     /// Reads the pair; an error names the file at fault.
     pub fn load(files: &TlsConfig) -> anyhow::Result<Arc<Self>> {
-        let pair = read_pair(files)?;
         Ok(Arc::new(Certificates {
             files: files.clone(),
-            current: RwLock::new(Arc::new(pair)),
+            current: RwLock::new(server_config(files)?),
         }))
     }
 
     /// Reads the files again and serves the new pair from the next
-    /// handshake on; on error the current pair stays.
+    /// handshake on; on error the current one stays.
     pub fn reload(&self) -> anyhow::Result<()> {
-        let pair = read_pair(&self.files)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(pair);
+        let config = server_config(&self.files)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
         Ok(())
     }
 
-    /// The rustls configuration that serves these certificates (HTTP/1.1).
-    pub fn server_config(self: &Arc<Self>) -> anyhow::Result<Arc<ServerConfig>> {
-        let mut config = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .context("TLS protocol versions")?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+    /// The configuration a handshake starting now uses.
+    fn current(&self) -> Arc<ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
-impl ResolvesServerCert for Certificates {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-        )
-    }
+/// A rustls configuration serving the files' pair over HTTP/1.1.
+fn server_config(files: &TlsConfig) -> anyhow::Result<Arc<ServerConfig>> {
+    let pair = Arc::new(read_pair(files)?);
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(pair)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -131,19 +130,20 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Accepts on `tcp` and shakes hands with `config`, each connection on
-    /// its own task. The accept loop ends when this listener is dropped.
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
+    /// Accepts on `tcp` and shakes hands with the current configuration
+    /// of `certificates`, each connection on its own task. The accept loop
+    /// ends when this listener is dropped.
+    pub fn new(tcp: TcpListener, certificates: Arc<Certificates>) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (done, accepted) = mpsc::channel(64);
-        tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), done));
+        tokio::spawn(accept_loop(tcp, certificates, done));
         Ok(TlsListener { accepted, local })
     }
 }
 
 async fn accept_loop(
     tcp: TcpListener,
-    acceptor: TlsAcceptor,
+    certificates: Arc<Certificates>,
     done: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
     loop {
@@ -160,7 +160,8 @@ async fn accept_loop(
                 }
             },
         };
-        let (acceptor, done) = (acceptor.clone(), done.clone());
+        let acceptor = TlsAcceptor::from(certificates.current());
+        let done = done.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
