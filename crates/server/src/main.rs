@@ -1,5 +1,6 @@
 //! `klaxon`: the on-call management and incident response server.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -45,6 +46,24 @@ enum Command {
         /// Owner's password (optional: without one, sign in with the token)
         #[arg(long, env = "KLAXON_BOOTSTRAP_PASSWORD")]
         password: Option<String>,
+    },
+    /// Copy a SQLite database consistently while a server may be running
+    /// (PostgreSQL: use pg_dump).
+    Backup {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The file to write (replaced once the new copy is complete)
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Replace a SQLite database with a backup; the server must be stopped
+    /// (PostgreSQL: use pg_restore).
+    Restore {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The backup to restore
+        #[arg(long)]
+        from: PathBuf,
     },
     /// Print a configuration file with the defaults.
     PrintDefaultConfig,
@@ -101,6 +120,40 @@ fn main() -> anyhow::Result<()> {
                 }
             })
         }
+        Command::Backup { config, to } => {
+            let config = config.load()?;
+            init_logging(&config);
+            sqlite_only(&config, "backup", "pg_dump -Fc -f klaxon.dump \"$DATABASE_URL\"")?;
+            let copied = klaxon_store::sqlite::backup(&config.database_url, &to)
+                .map_err(|err| anyhow::anyhow!("backup failed: {err}"))?;
+            println!(
+                "backed up {} to {} ({} bytes, {} incidents)",
+                config::redact(&config.database_url),
+                copied.path.display(),
+                copied.bytes,
+                copied.incidents
+            );
+            Ok(())
+        }
+        Command::Restore { config, from } => {
+            let config = config.load()?;
+            init_logging(&config);
+            sqlite_only(
+                &config,
+                "restore",
+                "pg_restore --clean --if-exists -d \"$DATABASE_URL\" klaxon.dump",
+            )?;
+            let copied = klaxon_store::sqlite::restore(&config.database_url, &from)
+                .map_err(|err| anyhow::anyhow!("restore failed: {err}"))?;
+            println!(
+                "restored {} from {} ({} bytes, {} incidents); start the server to apply any newer migrations",
+                copied.path.display(),
+                from.display(),
+                copied.bytes,
+                copied.incidents
+            );
+            Ok(())
+        }
         Command::PrintDefaultConfig => {
             print!("{}", config::default_toml());
             Ok(())
@@ -118,6 +171,17 @@ fn describe(err: klaxon_server::http::error::ApiError) -> String {
             .join("; "),
         other => other.to_string(),
     }
+}
+
+/// Backup and restore are SQLite's; PostgreSQL has its own tools.
+fn sqlite_only(config: &Config, command: &str, instead: &str) -> anyhow::Result<()> {
+    if config.database_url.starts_with("sqlite:") {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "klaxon {command} copies SQLite databases; for PostgreSQL use its own tools, e.g.\n  {instead}\n\
+         (pg_dump takes a consistent snapshot while servers keep running)"
+    )
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn klaxon_store::Store>> {
