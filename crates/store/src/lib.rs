@@ -920,22 +920,6 @@ pub(crate) mod util {
         LAST_ORDERED.fetch_max(number, Relaxed);
     }
 
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn ordered_ids_increase_and_start_above_the_floor() {
-            order_ids();
-            let floor = ordered_floor(unix_secs() + 3600);
-            raise_id_floor(floor);
-            let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
-            let first = PublicId::parse(&ids[0]).expect("an id").number();
-            assert!(first > floor, "{first} should be above {floor}");
-            assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in order");
-        }
-    }
-
     /// A generated incident key: 32 lower-case hex characters.
     pub fn new_incident_key() -> String {
         random_hex(&mut rand::rng(), 32)
@@ -1094,5 +1078,21 @@ pub(crate) mod util {
         }
         out.push('%');
         out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn ordered_ids_increase_and_start_above_the_floor() {
+            order_ids();
+            let floor = ordered_floor(unix_secs() + 3600);
+            raise_id_floor(floor);
+            let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
+            let first = PublicId::parse(&ids[0]).expect("an id").number();
+            assert!(first > floor, "{first} should be above {floor}");
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in order");
+        }
     }
 }
