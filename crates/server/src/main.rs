@@ -123,7 +123,11 @@ fn main() -> anyhow::Result<()> {
         Command::Backup { config, to } => {
             let config = config.load()?;
             init_logging(&config);
-            sqlite_only(&config, "backup", "pg_dump -Fc -f klaxon.dump \"$DATABASE_URL\"")?;
+            sqlite_only(
+                &config,
+                "backup",
+                "pg_dump -Fc -f klaxon.dump \"$KLAXON_DATABASE_URL\"   (a consistent snapshot; servers keep running)",
+            )?;
             let copied = klaxon_store::sqlite::backup(&config.database_url, &to)
                 .map_err(|err| anyhow::anyhow!("backup failed: {err}"))?;
             println!(
@@ -141,7 +145,7 @@ fn main() -> anyhow::Result<()> {
             sqlite_only(
                 &config,
                 "restore",
-                "pg_restore --clean --if-exists -d \"$DATABASE_URL\" klaxon.dump",
+                "pg_restore --clean --if-exists --no-owner -d \"$KLAXON_DATABASE_URL\" klaxon.dump   (servers stopped)",
             )?;
             let copied = klaxon_store::sqlite::restore(&config.database_url, &from)
                 .map_err(|err| anyhow::anyhow!("restore failed: {err}"))?;
@@ -179,8 +183,7 @@ fn sqlite_only(config: &Config, command: &str, instead: &str) -> anyhow::Result<
         return Ok(());
     }
     anyhow::bail!(
-        "klaxon {command} copies SQLite databases; for PostgreSQL use its own tools, e.g.\n  {instead}\n\
-         (pg_dump takes a consistent snapshot while servers keep running)"
+        "klaxon {command} copies SQLite databases; for PostgreSQL use its own tools, e.g.\n  {instead}"
     )
 }
 
@@ -212,7 +215,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     #[cfg(unix)]
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("listening for SIGHUP")?;
-    let scheme = if certificates.is_some() { "https" } else { "http" };
+    let scheme = if certificates.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(%addr, %scheme, backend = store.backend(), database = %config::redact(&config.database_url), "klaxon listening");
     println!("Klaxon listening on {scheme}://{addr}");
     if fresh {

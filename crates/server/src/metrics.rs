@@ -210,7 +210,13 @@ impl Metrics {
 
     /// `messages` outbox messages (a carrier and the pages bundled into
     /// it) went to `provider` on `channel` with `outcome`.
-    pub fn delivered(&self, provider: &'static str, channel: &str, outcome: &SendOutcome, messages: u64) {
+    pub fn delivered(
+        &self,
+        provider: &'static str,
+        channel: &str,
+        outcome: &SendOutcome,
+        messages: u64,
+    ) {
         let outcome = match outcome {
             SendOutcome::Sent { .. } => "sent",
             SendOutcome::Retry { .. } => "retry",
@@ -256,7 +262,11 @@ impl Metrics {
         let stats = store.stats();
         let mut scrape = Registry::with_prefix("klaxon");
         let opened = [
-            ("incidents_opened", "Incidents opened by this process", stats.incidents_opened),
+            (
+                "incidents_opened",
+                "Incidents opened by this process",
+                stats.incidents_opened,
+            ),
             (
                 "incidents_acknowledged",
                 "Incidents this process moved to acknowledged",
@@ -411,7 +421,10 @@ pub async fn show_metrics(State(state): State<AppState>, headers: HeaderMap) -> 
         .await
     {
         Ok(body) => (
-            [(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_OPENMETRICS))],
+            [(
+                CONTENT_TYPE,
+                HeaderValue::from_static(CONTENT_TYPE_OPENMETRICS),
+            )],
             body,
         )
             .into_response(),
@@ -463,7 +476,9 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains(r#"klaxon_http_requests_total{method="other",route="unmatched",status="404"} 1"#),
+            out.contains(
+                r#"klaxon_http_requests_total{method="other",route="unmatched",status="404"} 1"#
+            ),
             "{out}"
         );
         assert!(
@@ -486,9 +501,18 @@ mod tests {
         );
         let mut out = String::new();
         encode_registry(&mut out, &r).expect("encodes");
-        assert!(out.contains("# TYPE klaxon_trigger_batch_size histogram"), "{out}");
-        assert!(out.contains(r#"klaxon_trigger_batch_size_bucket{le="2.0"} 3"#), "{out}");
-        assert!(out.contains(r#"klaxon_trigger_batch_size_bucket{le="+Inf"} 3"#), "{out}");
+        assert!(
+            out.contains("# TYPE klaxon_trigger_batch_size histogram"),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"klaxon_trigger_batch_size_bucket{le="2.0"} 3"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"klaxon_trigger_batch_size_bucket{le="+Inf"} 3"#),
+            "{out}"
+        );
         assert!(out.contains("klaxon_trigger_batch_size_sum 4.0"), "{out}");
     }
 

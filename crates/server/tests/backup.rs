@@ -144,7 +144,11 @@ async fn backup_under_load_restores_every_acknowledged_trigger() {
         opened.len(),
         ended - began
     );
-    assert!(before.len() >= 20, "too little load before: {}", before.len());
+    assert!(
+        before.len() >= 20,
+        "too little load before: {}",
+        before.len()
+    );
     assert!(!after.is_empty(), "no load after the backup");
 
     // Restoring over a served database is refused.
@@ -181,7 +185,10 @@ async fn backup_under_load_restores_every_acknowledged_trigger() {
         .filter(|o| ids.contains(&o.id))
         .map(|o| o.id.as_str())
         .collect();
-    assert!(later.is_empty(), "triggers sent after the backup are in it: {later:?}");
+    assert!(
+        later.is_empty(),
+        "triggers sent after the backup are in it: {later:?}"
+    );
 
     // The restored server deduplicates what the backup holds open, and
     // opens what it does not.

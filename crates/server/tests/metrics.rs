@@ -76,7 +76,10 @@ async fn counts_what_happens(backend: Backend) {
     // 1200 times real time: the 30-minute escalation fires after 1.5 s.
     let server = Server::start_with(
         backend,
-        &[("KLAXON_METRICS_TOKEN", TOKEN), ("KLAXON_CLOCK_SPEED", "1200")],
+        &[
+            ("KLAXON_METRICS_TOKEN", TOKEN),
+            ("KLAXON_CLOCK_SPEED", "1200"),
+        ],
     )
     .await;
     let acct = server.register("Acme").await;
@@ -127,7 +130,11 @@ async fn counts_what_happens(backend: Backend) {
         ids.push(res.str("id"));
     }
     let res = server
-        .integration("trigger", key, &[("message", "disk full"), ("key", "db0/disk")])
+        .integration(
+            "trigger",
+            key,
+            &[("message", "disk full"), ("key", "db0/disk")],
+        )
         .await;
     assert_eq!(res.status, StatusCode::NOT_MODIFIED);
     let res = server
@@ -144,18 +151,30 @@ async fn counts_what_happens(backend: Backend) {
 
     // One acknowledged, one resolved, one looked at.
     let res = server
-        .put(&format!("/incidents/{}/acknowledge", ids[0]), &acct.token, json!({}))
+        .put(
+            &format!("/incidents/{}/acknowledge", ids[0]),
+            &acct.token,
+            json!({}),
+        )
         .await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
     let res = server
-        .put(&format!("/incidents/{}/resolve", ids[1]), &acct.token, json!({}))
+        .put(
+            &format!("/incidents/{}/resolve", ids[1]),
+            &acct.token,
+            json!({}),
+        )
         .await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
-    let res = server.get(&format!("/incidents/{}", ids[2]), &acct.token).await;
+    let res = server
+        .get(&format!("/incidents/{}", ids[2]), &acct.token)
+        .await;
     assert_eq!(res.status, StatusCode::OK);
     let res = server.get("/incidents/NoSuch12", &acct.token).await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
-    let res = server.get(&format!("/no/such/path/{}", ids[2]), &acct.token).await;
+    let res = server
+        .get(&format!("/no/such/path/{}", ids[2]), &acct.token)
+        .await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
 
     // The two still triggered escalate (one rule, loop limit 2: once) and
@@ -170,18 +189,33 @@ async fn counts_what_happens(backend: Backend) {
     assert_eq!(value(&m, "klaxon_incidents_opened_total"), 4.0);
     assert_eq!(value(&m, "klaxon_incidents_acknowledged_total"), 1.0);
     assert_eq!(value(&m, "klaxon_incidents_resolved_total"), 1.0);
-    assert_eq!(value(&m, r#"klaxon_open_incidents{state="triggered"}"#), 2.0);
-    assert_eq!(value(&m, r#"klaxon_open_incidents{state="acknowledged"}"#), 1.0);
     assert_eq!(
-        value(&m, r#"klaxon_http_requests_total{method="PUT",route="/trigger",status="201"}"#),
-        3.0
+        value(&m, r#"klaxon_open_incidents{state="triggered"}"#),
+        2.0
     );
     assert_eq!(
-        value(&m, r#"klaxon_http_requests_total{method="PUT",route="/trigger",status="304"}"#),
+        value(&m, r#"klaxon_open_incidents{state="acknowledged"}"#),
         1.0
     );
     assert_eq!(
-        value(&m, r#"klaxon_http_requests_total{method="POST",route="/v2/enqueue",status="202"}"#),
+        value(
+            &m,
+            r#"klaxon_http_requests_total{method="PUT",route="/trigger",status="201"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"klaxon_http_requests_total{method="PUT",route="/trigger",status="304"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"klaxon_http_requests_total{method="POST",route="/v2/enqueue",status="202"}"#
+        ),
         1.0
     );
     assert_eq!(
@@ -192,21 +226,32 @@ async fn counts_what_happens(backend: Backend) {
         1.0
     );
     assert_eq!(
-        value(&m, r#"klaxon_http_requests_total{method="GET",route="/incidents/{id}",status="200"}"#),
+        value(
+            &m,
+            r#"klaxon_http_requests_total{method="GET",route="/incidents/{id}",status="200"}"#
+        ),
         1.0
     );
     assert_eq!(
-        value(&m, r#"klaxon_http_requests_total{method="GET",route="/incidents/{id}",status="404"}"#),
+        value(
+            &m,
+            r#"klaxon_http_requests_total{method="GET",route="/incidents/{id}",status="404"}"#
+        ),
         1.0
     );
     assert_eq!(
-        value(&m, r#"klaxon_http_requests_total{method="GET",route="unmatched",status="404"}"#),
+        value(
+            &m,
+            r#"klaxon_http_requests_total{method="GET",route="unmatched",status="404"}"#
+        ),
         1.0
     );
     // Scrapes without the token were answered and counted too.
     assert!(
-        value(&m, r#"klaxon_http_requests_total{method="GET",route="/metrics",status="401"}"#)
-            >= 4.0
+        value(
+            &m,
+            r#"klaxon_http_requests_total{method="GET",route="/metrics",status="401"}"#
+        ) >= 4.0
     );
     assert_eq!(
         value(
@@ -258,10 +303,13 @@ async fn counts_what_happens(backend: Backend) {
     }
 
     // No label carries an id, a key or a token: only templates.
-    for secret in ids
-        .iter()
-        .chain([&s.service_id, &acct.id, &acct.user_id, &acct.token, &s.integration_key])
-    {
+    for secret in ids.iter().chain([
+        &s.service_id,
+        &acct.id,
+        &acct.user_id,
+        &acct.token,
+        &s.integration_key,
+    ]) {
         assert!(!text.contains(secret.as_str()), "{secret} in\n{text}");
     }
     assert!(!text.contains("/no/such/path"), "{text}");
@@ -280,7 +328,10 @@ async fn open_without_a_token(backend: Backend) {
     let text = res.text().await.unwrap();
     let m = samples(&text);
     assert_eq!(value(&m, "klaxon_incidents_opened_total"), 0.0);
-    assert_eq!(value(&m, r#"klaxon_open_incidents{state="triggered"}"#), 0.0);
+    assert_eq!(
+        value(&m, r#"klaxon_open_incidents{state="triggered"}"#),
+        0.0
+    );
 }
 
 both_backends!(counts_what_happens, open_without_a_token);

@@ -105,7 +105,11 @@ impl Files {
             ],
         )
         .await;
-        assert!(server.base.starts_with("https://127.0.0.1:"), "{}", server.base);
+        assert!(
+            server.base.starts_with("https://127.0.0.1:"),
+            "{}",
+            server.base
+        );
         server.http = client(&self.ca.pem);
         server
     }
@@ -135,7 +139,10 @@ async fn healthz(client: &reqwest::Client, base: &str) -> Result<StatusCode, req
 async fn serves_https_with_the_configured_certificate() {
     let files = Files::new();
     let mut server = files.start(Backend::Sqlite).await;
-    assert_eq!(healthz(&server.http, &server.base).await.unwrap(), StatusCode::OK);
+    assert_eq!(
+        healthz(&server.http, &server.base).await.unwrap(),
+        StatusCode::OK
+    );
 
     // A client that trusts another CA refuses the server; plain HTTP on
     // the port gets no HTTP answer.
@@ -206,7 +213,10 @@ async fn sighup_swaps_the_certificate_for_new_connections() {
     // the server reloads.
     let renewed_by = Ca::new("Klaxon test CA two");
     let new = client(&renewed_by.pem);
-    assert!(healthz(&new, &server.base).await.is_err(), "not before SIGHUP");
+    assert!(
+        healthz(&new, &server.base).await.is_err(),
+        "not before SIGHUP"
+    );
     let (cert, key) = renewed_by.server_cert("klaxon two");
     files.write(&cert, &key);
     server.signal("HUP");
@@ -218,7 +228,10 @@ async fn sighup_swaps_the_certificate_for_new_connections() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(healthz(&old, &server.base).await.is_err(), "the old one is gone");
+    assert!(
+        healthz(&old, &server.base).await.is_err(),
+        "the old one is gone"
+    );
 
     // A broken renewal is refused and the current certificate kept.
     std::fs::write(files.cert(), "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
@@ -345,7 +358,10 @@ async fn pagerduty_client_triggers_and_resolves_over_https(backend: Backend) {
     let out = pagerduty_step(&script, "trigger", &server, &files, key, "").await;
     let dedup = out["dedup_key"].as_str().unwrap().to_owned();
     let list = server
-        .get(&format!("/services/{}/incidents", s.service_id), &acct.token)
+        .get(
+            &format!("/services/{}/incidents", s.service_id),
+            &acct.token,
+        )
         .await;
     let incidents = list.body.as_array().unwrap();
     assert_eq!(incidents.len(), 1, "{}", list.text);

@@ -30,11 +30,7 @@ impl<B: Backend> MetricsStore for B {
                         (SELECT count(*) FROM outbox WHERE status = 'sending')",
             ))
             .await?;
-        let count = |state: &str| {
-            open.iter()
-                .find(|(s, _)| s == state)
-                .map_or(0, |(_, n)| *n)
-        };
+        let count = |state: &str| open.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
         Ok(StoreGauges {
             incidents_triggered: count("triggered"),
             incidents_acknowledged: count("acknowledged"),

@@ -291,7 +291,8 @@ mod tests {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
         assert!(backup(&url(&db), Path::new(&wal)).is_err());
-        live.execute_batch("DELETE FROM accounts").expect("changed after");
+        live.execute_batch("DELETE FROM accounts")
+            .expect("changed after");
         drop(live);
 
         let target = dir.path().join("restored").join("k.db");

@@ -111,7 +111,8 @@ pub(super) async fn run_trigger_batcher(
                 tracing::warn!(error = %err, size = batch.len(), "trigger batch failed; retrying its triggers one by one");
                 let mut results = Vec::with_capacity(batch.len());
                 for job in &batch {
-                    let alone = trigger_batch(&conns, &ingest, &counters, std::slice::from_ref(job)).await;
+                    let alone =
+                        trigger_batch(&conns, &ingest, &counters, std::slice::from_ref(job)).await;
                     results
                         .push(alone.and_then(|mut r| r.pop().unwrap_or(Err(StoreError::NotFound))));
                 }

@@ -32,10 +32,10 @@ use super::{
     parse_json, read_body, service_for, with_retry_after, Acted, BodyError, Failure,
 };
 use crate::app::AppState;
-use crate::metrics::Source;
 use crate::http::auth::credential;
 use crate::http::error::ApiError;
 use crate::http::incidents::{DESCRIPTION_MAX, MESSAGE_MAX};
+use crate::metrics::Source;
 
 /// Fields of each alert kept in the incident's details.
 const ALERT_FIELDS: [&str; 7] = [

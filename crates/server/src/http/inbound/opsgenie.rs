@@ -40,8 +40,8 @@ use super::{
     read_body, service_for, with_retry_after, BodyError, Failure,
 };
 use crate::app::AppState;
-use crate::metrics::Source;
 use crate::http::incidents::{DESCRIPTION_MAX, MESSAGE_MAX};
+use crate::metrics::Source;
 
 /// Opsgenie's limit on an alias, in characters.
 const ALIAS_MAX: usize = 512;

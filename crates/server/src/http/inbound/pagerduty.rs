@@ -33,8 +33,8 @@ use super::{
     parse_json, read_body, service_for, with_retry_after, BodyError, Failure,
 };
 use crate::app::AppState;
-use crate::metrics::Source;
 use crate::http::incidents::KEY_MAX;
+use crate::metrics::Source;
 
 /// PagerDuty's limit on one event.
 pub const BODY_LIMIT: usize = 512 * 1024;
