@@ -12,7 +12,6 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
 use klaxon_store::Store;
-use tokio::net::TcpListener;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -20,6 +19,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::inbound::Inbound;
 use crate::http::{self, error::ApiError};
+use crate::metrics::{self, Metrics};
 use crate::notify::links::Signer;
 use crate::notify::web::SigningKeys;
 
@@ -46,6 +46,8 @@ pub struct AppState {
     /// Turns true when the server shuts down: long-lived responses (event
     /// streams) end then, so that shutting down does not wait on them.
     pub closing: Closing,
+    /// This process's Prometheus metrics (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 /// The server's shutdown, as seen by responses that would otherwise never
@@ -84,6 +86,7 @@ impl AppState {
             webhook_keys,
             inbound,
             closing: Closing::default(),
+            metrics: Arc::new(Metrics::new()),
         })
     }
 }
@@ -96,9 +99,11 @@ pub fn router(state: AppState) -> Router {
         notifications, policies, schedules, services, sessions, signing, twilio, users,
     };
     let pagerduty_limit = || DefaultBodyLimit::max(pagerduty::BODY_LIMIT);
+    let counted = state.metrics.clone();
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::show_metrics))
         .route("/registrations", post(sessions::create_registration))
         .route("/sessions", post(sessions::create_session))
         .route("/me", get(sessions::show_me))
@@ -327,6 +332,11 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(axum::middleware::map_response(json_errors))
         .layer(TraceLayer::new_for_http())
+        // Outermost, so that it sees every answer as the client gets it.
+        // Route layers run after routing: the matched template is known.
+        .layer(axum::middleware::from_fn(move |request, next| {
+            metrics::track(counted.clone(), request, next)
+        }))
         .with_state(state)
 }
 
@@ -367,14 +377,19 @@ async fn json_errors(response: Response) -> Response {
     Response::from_parts(parts, Body::from(body))
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then stops
-/// accepting, ends event streams, lets in-flight requests finish and
-/// closes the store.
-pub async fn serve(
-    listener: TcpListener,
+/// Serves the API on `listener` (a `TcpListener`, or a
+/// [`TlsListener`](crate::tls::TlsListener) for HTTPS) until `shutdown`
+/// completes, then stops accepting, ends event streams, lets in-flight
+/// requests finish and closes the store.
+pub async fn serve<L>(
+    listener: L,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let store = state.store.clone();
     let closing = state.closing.clone();
     let shutdown = async move {

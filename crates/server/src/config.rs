@@ -55,6 +55,16 @@ pub struct ConfigArgs {
     /// as many; 0 turns the limit off [default: 12000]
     #[arg(long, env = "KLAXON_INTEGRATION_RATE")]
     pub integration_rate: Option<u32>,
+    /// Serve HTTPS with this certificate chain (PEM; with --tls-key).
+    /// Reloaded on SIGHUP
+    #[arg(long, env = "KLAXON_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "KLAXON_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Bearer token GET /metrics requires [default: none, open]
+    #[arg(long, env = "KLAXON_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 /// The TOML file's shape.
@@ -73,6 +83,9 @@ struct FileConfig {
     twilio_from_number: Option<String>,
     twilio_api_url: Option<String>,
     integration_rate: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    metrics_token: Option<String>,
 }
 
 /// Validated configuration.
@@ -98,6 +111,20 @@ pub struct Config {
     pub twilio: Option<TwilioConfig>,
     /// Inbound integration events per minute per key and process (0: no limit).
     pub integration_rate: u32,
+    /// HTTPS, when configured.
+    pub tls: Option<TlsConfig>,
+    /// The bearer token `GET /metrics` requires, when set (redacted in `Debug`).
+    pub metrics_token: Option<String>,
+}
+
+/// The certificate and key HTTPS is served with (PEM files, read at start
+/// and again on SIGHUP).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 /// Where email pages go.
@@ -155,6 +182,8 @@ impl fmt::Debug for Config {
             .field("smtp", &self.smtp)
             .field("twilio", &self.twilio)
             .field("integration_rate", &self.integration_rate)
+            .field("tls", &self.tls)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -200,10 +229,19 @@ impl ConfigArgs {
         {
             bail!("database URL must start with sqlite:// or postgres://");
         }
+        let tls = match (
+            self.tls_cert.clone().or(file.tls_cert),
+            self.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+            (None, None) => None,
+            _ => bail!("TLS needs both KLAXON_TLS_CERT and KLAXON_TLS_KEY (--tls-cert, --tls-key)"),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let public_url = pick(
             &self.public_url,
             &file.public_url,
-            &format!("http://{listen}"),
+            &format!("{scheme}://{listen}"),
         )
         .trim_end_matches('/')
         .to_owned();
@@ -289,6 +327,7 @@ impl ConfigArgs {
             .integration_rate
             .or(file.integration_rate)
             .unwrap_or(DEFAULT_INTEGRATION_RATE);
+        let metrics_token = opt(&self.metrics_token, &file.metrics_token);
         Ok(Config {
             listen,
             database_url,
@@ -300,6 +339,8 @@ impl ConfigArgs {
             smtp,
             twilio,
             integration_rate,
+            tls,
+            metrics_token,
         })
     }
 }
@@ -327,7 +368,12 @@ pub fn default_toml() -> String {
          registrations = \"open\"\n\
          log_format = \"text\"\n\
          # Events per minute per integration key and process (0: no limit).\n\
-         integration_rate = {DEFAULT_INTEGRATION_RATE}\n"
+         integration_rate = {DEFAULT_INTEGRATION_RATE}\n\
+         # HTTPS (PEM files; reloaded on SIGHUP). The public URL then defaults to https://.\n\
+         # tls_cert = \"/etc/klaxon/cert.pem\"\n\
+         # tls_key = \"/etc/klaxon/key.pem\"\n\
+         # Bearer token GET /metrics requires (default: none, open).\n\
+         # metrics_token = \"…\"\n"
     )
 }
 
@@ -377,6 +423,31 @@ mod tests {
         let c = args.load().expect("loads");
         assert_eq!(c.listen.port(), 9001);
         assert!(!c.registrations_open);
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_makes_the_public_url_https() {
+        let c = ConfigArgs {
+            tls_cert: Some("cert.pem".into()),
+            tls_key: Some("key.pem".into()),
+            metrics_token: Some("s3cret".into()),
+            ..Default::default()
+        }
+        .load()
+        .expect("loads");
+        assert_eq!(c.public_url, "https://127.0.0.1:8080");
+        assert!(c.tls.is_some());
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let half = ConfigArgs {
+            tls_cert: Some("cert.pem".into()),
+            ..Default::default()
+        };
+        assert!(half.load().is_err());
+        let blank = ConfigArgs {
+            metrics_token: Some(" ".into()),
+            ..Default::default()
+        };
+        assert_eq!(blank.load().expect("loads").metrics_token, None);
     }
 
     #[test]

@@ -6,5 +6,7 @@ pub mod config;
 pub mod engine;
 pub mod html;
 pub mod http;
+pub mod metrics;
 pub mod notify;
 pub mod password;
+pub mod tls;

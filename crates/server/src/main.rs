@@ -1,5 +1,6 @@
 //! `klaxon`: the on-call management and incident response server.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -8,7 +9,7 @@ use klaxon_server::app::{self, AppState};
 use klaxon_server::clock::Clock;
 use klaxon_server::config::{self, Config, ConfigArgs};
 use klaxon_server::http::sessions;
-use klaxon_server::{engine, notify};
+use klaxon_server::{engine, notify, tls};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -45,6 +46,24 @@ enum Command {
         /// Owner's password (optional: without one, sign in with the token)
         #[arg(long, env = "KLAXON_BOOTSTRAP_PASSWORD")]
         password: Option<String>,
+    },
+    /// Copy a SQLite database consistently while a server may be running
+    /// (PostgreSQL: use pg_dump).
+    Backup {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The file to write (replaced once the new copy is complete)
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Replace a SQLite database with a backup; the server must be stopped
+    /// (PostgreSQL: use pg_restore).
+    Restore {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The backup to restore
+        #[arg(long)]
+        from: PathBuf,
     },
     /// Print a configuration file with the defaults.
     PrintDefaultConfig,
@@ -101,6 +120,44 @@ fn main() -> anyhow::Result<()> {
                 }
             })
         }
+        Command::Backup { config, to } => {
+            let config = config.load()?;
+            init_logging(&config);
+            sqlite_only(
+                &config,
+                "backup",
+                "pg_dump -Fc -f klaxon.dump \"$KLAXON_DATABASE_URL\"   (a consistent snapshot; servers keep running)",
+            )?;
+            let copied = klaxon_store::sqlite::backup(&config.database_url, &to)
+                .map_err(|err| anyhow::anyhow!("backup failed: {err}"))?;
+            println!(
+                "backed up {} to {} ({} bytes, {} incidents)",
+                config::redact(&config.database_url),
+                copied.path.display(),
+                copied.bytes,
+                copied.incidents
+            );
+            Ok(())
+        }
+        Command::Restore { config, from } => {
+            let config = config.load()?;
+            init_logging(&config);
+            sqlite_only(
+                &config,
+                "restore",
+                "pg_restore --clean --if-exists --no-owner -d \"$KLAXON_DATABASE_URL\" klaxon.dump   (servers stopped)",
+            )?;
+            let copied = klaxon_store::sqlite::restore(&config.database_url, &from)
+                .map_err(|err| anyhow::anyhow!("restore failed: {err}"))?;
+            println!(
+                "restored {} from {} ({} bytes, {} incidents); start the server to apply any newer migrations",
+                copied.path.display(),
+                from.display(),
+                copied.bytes,
+                copied.incidents
+            );
+            Ok(())
+        }
         Command::PrintDefaultConfig => {
             print!("{}", config::default_toml());
             Ok(())
@@ -120,6 +177,16 @@ fn describe(err: klaxon_server::http::error::ApiError) -> String {
     }
 }
 
+/// Backup and restore are SQLite's; PostgreSQL has its own tools.
+fn sqlite_only(config: &Config, command: &str, instead: &str) -> anyhow::Result<()> {
+    if config.database_url.starts_with("sqlite:") {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "klaxon {command} copies SQLite databases; for PostgreSQL use its own tools, e.g.\n  {instead}"
+    )
+}
+
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn klaxon_store::Store>> {
     let store = klaxon_store::connect(&config.database_url)
         .await
@@ -134,12 +201,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .map_err(|err| anyhow::anyhow!("{err}"))?;
     let store = open_store(&config).await?;
     let fresh = !store.has_accounts().await?;
+    // Read before binding: a bad certificate stops the start at once.
+    let certificates = match &config.tls {
+        Some(files) => Some(tls::Certificates::load(files)?),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, backend = store.backend(), database = %config::redact(&config.database_url), "klaxon listening");
-    println!("Klaxon listening on http://{addr}");
+    // Taken over before anyone is told where to connect, so that a SIGHUP
+    // from then on reloads rather than ends the process.
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
+    let scheme = if certificates.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, %scheme, backend = store.backend(), database = %config::redact(&config.database_url), "klaxon listening");
+    println!("Klaxon listening on {scheme}://{addr}");
     if fresh {
         println!(
             "No accounts yet. Create the first one with\n  \
@@ -149,12 +231,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let clock = Clock::new(config.clock_speed, config.clock_origin_ms);
     let (stop_engine, engine_stop) = tokio::sync::watch::channel(false);
-    let engine = tokio::spawn(engine::run(
+    let state = AppState::load(store.clone(), clock.clone(), Arc::new(config)).await?;
+    let metrics = state.metrics.clone();
+    let engine = tokio::spawn(engine::run_observed(
         store.clone(),
         clock.clone(),
         engine_stop.clone(),
+        move |fired, _| metrics.timers_fired(fired),
     ));
-    let state = AppState::load(store.clone(), clock.clone(), Arc::new(config)).await?;
     let notifier = Arc::new(notify::providers(
         &state.config,
         state.links.clone(),
@@ -164,8 +248,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         store.clone(),
         clock.clone(),
         notifier,
+        state.metrics.clone(),
         engine_stop,
     ));
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(hangups, certificates.clone()));
     // Stop the engine and the sender first so that no timer starts firing
     // and no message starts sending while the store closes; an in-flight
     // batch finishes its transaction, a send in flight records its outcome.
@@ -175,9 +262,37 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = engine.await;
         let _ = sender.await;
     };
-    app::serve(listener, state, shutdown).await?;
+    match certificates {
+        Some(certificates) => {
+            let listener = tls::TlsListener::new(listener, certificates)?;
+            app::serve(listener, state, shutdown).await?;
+        }
+        None => app::serve(listener, state, shutdown).await?,
+    }
     tracing::info!("klaxon stopped");
     Ok(())
+}
+
+/// SIGHUP reads the TLS certificate and key again (a renewal); new
+/// connections get the new pair. Without TLS there is nothing to reload,
+/// and SIGHUP no longer ends the server either.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    certificates: Option<Arc<tls::Certificates>>,
+) {
+    while hangups.recv().await.is_some() {
+        match &certificates {
+            Some(certificates) => match certificates.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(err) => tracing::error!(
+                    error = format!("{err:#}"),
+                    "SIGHUP: cannot reload the TLS certificate; still serving the previous one"
+                ),
+            },
+            None => tracing::info!("SIGHUP: nothing to reload (no TLS)"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -23,6 +23,7 @@ mod plan;
 pub mod postgres;
 pub(crate) mod sql;
 pub mod sqlite;
+mod stats;
 
 pub use feed::{EventFeed, EventFeedStore, LoggedEvent};
 pub use heartbeats::{
@@ -30,6 +31,7 @@ pub use heartbeats::{
 };
 pub use model::*;
 pub use plan::rule_assignee;
+pub use stats::{BatchSizes, MetricsStore, StoreGauges, StoreStats};
 
 /// What can go wrong in the store, in domain terms. Callers never see the
 /// database driver's types: a failure of the database itself is an opaque
@@ -822,6 +824,7 @@ pub trait Store:
     + AnswerStore
     + HeartbeatStore
     + EventFeedStore
+    + MetricsStore
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

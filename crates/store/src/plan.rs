@@ -341,6 +341,18 @@ pub(crate) struct BatchPlan {
 }
 
 impl BatchPlan {
+    /// Counts the batch's moves to acknowledged and resolved (once it is
+    /// committed): one audit event each.
+    pub fn count_moves(&self, counters: &crate::stats::Counters) {
+        for (_, _, action, _) in &self.events {
+            match action.as_str() {
+                "incident.acknowledge" => counters.moved(IncidentState::Acknowledged),
+                "incident.resolve" => counters.moved(IncidentState::Resolved),
+                _ => {}
+            }
+        }
+    }
+
     /// Changed incidents grouped by the set of timer kinds they cancel, so
     /// each group is one `DELETE … WHERE kind IN … AND incident_id IN …`.
     pub fn cancel_groups(&self) -> Vec<(Vec<&'static str>, Vec<&str>)> {

@@ -13,6 +13,7 @@ use super::error::{ApiError, ApiResult};
 use super::incidents::{created_incident, parse_new_incident, IncidentBody, KEY_MAX, MESSAGE_MAX};
 use super::input::{Checks, Input};
 use crate::app::AppState;
+use crate::metrics::Source;
 
 /// `PUT /trigger`: `201` with a new incident, or `304` when an unresolved
 /// incident with the key (or, without a key, the message) exists already.
@@ -22,6 +23,7 @@ pub async fn trigger(
     Input(body): Input<IncidentBody>,
 ) -> ApiResult<Response> {
     let new = parse_new_incident(body)?;
+    state.metrics.integration_event(Source::Klaxon);
     let outcome = open_incident(&state, &service, &new).await?;
     Ok(match outcome {
         TriggerOutcome::Created(incident) => created_incident(&incident).into_response(),
@@ -49,6 +51,7 @@ async fn act(
         checks.add("key", "can't be blank (give the incident's key or message)");
     }
     checks.finish()?;
+    state.metrics.integration_event(Source::Klaxon);
     match act_on_open_incident(&state, &service, key.as_deref(), message.as_deref(), action).await?
     {
         Acted::Changed => Ok(StatusCode::NO_CONTENT),

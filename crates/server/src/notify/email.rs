@@ -101,6 +101,10 @@ impl Email {
 
 #[async_trait]
 impl Notifier for Email {
+    fn provider(&self, _channel: &str) -> &'static str {
+        "smtp"
+    }
+
     async fn send(&self, m: &OutgoingMessage, now: Millis) -> SendOutcome {
         let email = match self.message(m) {
             Ok(email) => email,

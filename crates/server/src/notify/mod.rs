@@ -31,6 +31,7 @@ use klaxon_store::{OutgoingMessage, SendOutcome, Store};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 
 /// Messages claimed per round.
 pub const BATCH: i64 = 64;
@@ -49,6 +50,12 @@ pub const MAX_ATTEMPTS: i64 = 10;
 pub trait Notifier: Send + Sync {
     /// Sends `message` (`now` is the clock's, for retry times).
     async fn send(&self, message: &OutgoingMessage, now: Millis) -> SendOutcome;
+
+    /// Who sends `channel`'s messages, for metrics: `smtp`, `twilio`,
+    /// `webhook`, `slack`, `ntfy`, `dev` (the dev outbox).
+    fn provider(&self, _channel: &str) -> &'static str {
+        "custom"
+    }
 }
 
 /// What a one-click answer link in a message does.
@@ -114,6 +121,13 @@ impl Notifier for Router {
             None => DevNotifier.send(message, now).await,
         }
     }
+
+    fn provider(&self, channel: &str) -> &'static str {
+        match self.by_channel.iter().find(|(c, _)| *c == channel) {
+            Some((_, notifier)) => notifier.provider(channel),
+            None => DevNotifier.provider(channel),
+        }
+    }
 }
 
 /// The providers `config` sets up, by channel; the rest go to the dev
@@ -159,6 +173,10 @@ pub struct DevNotifier;
 
 #[async_trait]
 impl Notifier for DevNotifier {
+    fn provider(&self, _channel: &str) -> &'static str {
+        "dev"
+    }
+
     async fn send(&self, m: &OutgoingMessage, _now: Millis) -> SendOutcome {
         tracing::info!(
             message = %m.id,
@@ -204,11 +222,12 @@ pub fn retry_at(now: Millis, attempts: i64, jitter: f64) -> Millis {
 }
 
 /// Runs until `shutdown` turns true; a failing database is logged and
-/// retried.
+/// retried. Every outcome is counted in `metrics`.
 pub async fn run(
     store: Arc<dyn Store>,
     clock: Clock,
     notifier: Arc<dyn Notifier>,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let owner = format!(
@@ -230,7 +249,7 @@ pub async fn run(
         if *shutdown.borrow() {
             break;
         }
-        let wait = match round(&store, &clock, &notifier, &owner, &limit, &done).await {
+        let wait = match round(&store, &clock, &notifier, &metrics, &owner, &limit, &done).await {
             Ok(claimed) if claimed as i64 >= BATCH => Duration::ZERO,
             Ok(_) => next_wait(&*store, &clock).await.unwrap_or(FALLBACK_POLL),
             Err(err) => {
@@ -262,6 +281,7 @@ async fn round(
     store: &Arc<dyn Store>,
     clock: &Clock,
     notifier: &Arc<dyn Notifier>,
+    metrics: &Arc<Metrics>,
     owner: &str,
     limit: &Arc<Semaphore>,
     done: &mpsc::UnboundedSender<Outcome>,
@@ -276,8 +296,15 @@ async fn round(
             break;
         };
         let (clock, notifier, done) = (clock.clone(), notifier.clone(), done.clone());
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let outcome = send(&*notifier, &clock, &message).await;
+            metrics.delivered(
+                notifier.provider(&message.channel),
+                &message.channel,
+                &outcome,
+                1 + message.bundle.len() as u64,
+            );
             for bundled in &message.bundle {
                 let _ = done.send((bundled.id.clone(), outcome.clone()));
             }

@@ -117,6 +117,10 @@ pub fn voice_url(public_url: &str, id: &str) -> String {
 
 #[async_trait]
 impl Notifier for Twilio {
+    fn provider(&self, _channel: &str) -> &'static str {
+        "twilio"
+    }
+
     async fn send(&self, m: &OutgoingMessage, now: Millis) -> SendOutcome {
         let Some((url, form)) = self.request(m) else {
             return SendOutcome::Failed {

@@ -169,6 +169,16 @@ impl Server {
         }
     }
 
+    /// Sends a signal (`HUP`, `TERM`, …) to the server process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal}");
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -41,6 +41,8 @@ pub struct PgStore {
     outbox_notify: std::sync::Arc<tokio::sync::Notify>,
     /// The LISTEN task starts with the first engine that waits.
     listener_started: std::sync::Once,
+    /// What this process's commits counted, for monitoring.
+    counters: crate::stats::Counters,
 }
 
 impl PgStore {
@@ -56,6 +58,7 @@ impl PgStore {
             timer_notify: Default::default(),
             outbox_notify: Default::default(),
             listener_started: std::sync::Once::new(),
+            counters: Default::default(),
         })
     }
 }
@@ -97,6 +100,12 @@ impl sql::Backend for PgStore {
             timers_armed: false,
             messages_queued: false,
         })
+    }
+
+    const GROUP_COMMIT: bool = false;
+
+    fn counters(&self) -> &crate::stats::Counters {
+        &self.counters
     }
 }
 

@@ -62,6 +62,7 @@ impl TimerEngine for PgStore {
             tx.record(Change::TimersArmed);
         }
         tx.commit().await?;
+        batch.count_moves(self.counters());
         batch.log_failures();
         Ok(batch.fired)
     }

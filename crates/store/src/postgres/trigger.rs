@@ -317,6 +317,7 @@ impl PgStore {
                 .await?;
         }
         tx.commit().await?;
+        self.counters.opened(1);
         if !change.schedule.is_empty() {
             self.timer_notify.notify_one();
         }

@@ -256,6 +256,9 @@ impl<B: Backend + Triggers> IncidentStore for B {
             tx.record(Change::IncidentClosed { id: id.to_owned() });
         }
         tx.commit().await?;
+        if change.state.as_str() != before.state {
+            self.counters().moved(change.state);
+        }
         Ok(ActOutcome::Changed(incident))
     }
 

@@ -28,6 +28,7 @@ pub(crate) mod policies;
 pub(crate) mod row;
 pub(crate) mod schedules;
 pub(crate) mod services;
+pub(crate) mod stats;
 pub(crate) mod timers;
 
 use std::borrow::Cow;
@@ -331,6 +332,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Begins a write transaction.
     fn write(&self) -> impl Future<Output = Result<Self::Write<'_>>> + Send;
+
+    /// Whether new incidents are committed in groups (SQLite's batcher),
+    /// whose sizes the counters then record.
+    const GROUP_COMMIT: bool;
+
+    /// What this process counts as it commits, for monitoring.
+    fn counters(&self) -> &crate::stats::Counters;
 }
 
 /// Implements [`Db`] for a wrapper by handing every query to its field.

@@ -18,6 +18,7 @@ use crate::sql::incidents::{open_incident, Triggers};
 use crate::sql::outbox::{insert_messages, plan_messages, ClaimAtQueue, Claimed, Page};
 use crate::sql::timers::{insert_timers, load_policy_context, push_row, NewTimer};
 use crate::sql::{query, Db};
+use crate::stats::Counters;
 use crate::util::{new_id, new_incident_key};
 use crate::{Actor, Incident, NewIncident, OutgoingMessage, Result, StoreError, TriggerOutcome};
 
@@ -94,6 +95,7 @@ pub(super) async fn run_trigger_batcher(
     wake: Wake,
     ingest: Arc<IngestState>,
     handoff: Arc<Handoff>,
+    counters: Arc<Counters>,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
@@ -104,14 +106,20 @@ pub(super) async fn run_trigger_batcher(
             }
         }
         let started = std::time::Instant::now();
-        let results = match trigger_batch(&conns, &ingest, &handoff, &batch).await {
+        let results = match trigger_batch(&conns, &ingest, &handoff, &counters, &batch).await {
             Ok(results) => results,
             Err(err) if batch.len() > 1 => {
                 tracing::warn!(error = %err, size = batch.len(), "trigger batch failed; retrying its triggers one by one");
                 let mut results = Vec::with_capacity(batch.len());
                 for job in &batch {
-                    let alone =
-                        trigger_batch(&conns, &ingest, &handoff, std::slice::from_ref(job)).await;
+                    let alone = trigger_batch(
+                        &conns,
+                        &ingest,
+                        &handoff,
+                        &counters,
+                        std::slice::from_ref(job),
+                    )
+                    .await;
                     results
                         .push(alone.and_then(|mut r| r.pop().unwrap_or(Err(StoreError::NotFound))));
                 }
@@ -182,6 +190,7 @@ async fn trigger_batch(
     conns: &Conns,
     ingest: &IngestState,
     handoff: &Handoff,
+    counters: &Counters,
     batch: &[TriggerJob],
 ) -> Result<Vec<TriggerResult>> {
     let sender = handoff.sender();
@@ -226,6 +235,8 @@ async fn trigger_batch(
             }
         }
     }
+    counters.batch(batch.len());
+    counters.opened(opened.len());
     if let Some((owner, _)) = &sender {
         if !claimed.is_empty() {
             handoff.hand_over(owner, claimed);

@@ -89,6 +89,48 @@ pub(super) fn run(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Why a database is not one this version of Klaxon can take over as it
+/// is (a restore's check): no migrations table, a migration that failed
+/// half-way, or one this version does not know (a newer Klaxon's). Older
+/// databases are fine: `serve` applies what they lack.
+pub(super) fn unknown_history(conn: &Connection) -> Result<Option<String>> {
+    let has_table: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_table {
+        return Ok(Some("it has no migrations table".into()));
+    }
+    let mut stmt =
+        conn.prepare("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")?;
+    let applied: Vec<(i64, bool, Vec<u8>)> = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    if applied.is_empty() {
+        return Ok(Some("no migration was ever applied to it".into()));
+    }
+    for (version, success, checksum) in applied {
+        if !success {
+            return Ok(Some(format!("migration {version} was left half-applied")));
+        }
+        match MIGRATIONS.iter().find(|m| m.version == version) {
+            Some(m) if *m.checksum == *checksum => {}
+            Some(_) => {
+                return Ok(Some(format!(
+                    "migration {version} was applied with different text than this version of Klaxon has"
+                )))
+            }
+            None => {
+                return Ok(Some(format!(
+                    "it has migration {version}, which this version of Klaxon does not know (a newer version made it)"
+                )))
+            }
+        }
+    }
+    Ok(None)
+}
+
 fn migrate_error(message: String) -> StoreError {
     StoreError::migrate(message)
 }
@@ -129,5 +171,25 @@ mod tests {
         .expect("tamper");
         let err = run(&conn).expect_err("a half-applied migration is refused");
         assert!(err.to_string().contains("half-applied"), "{err}");
+    }
+
+    #[test]
+    fn tells_a_history_it_cannot_take_over() {
+        let conn = Connection::open_in_memory().expect("open");
+        let why = unknown_history(&conn).expect("reads").expect("no table");
+        assert!(why.contains("no migrations table"), "{why}");
+        run(&conn).expect("migrates");
+        assert_eq!(unknown_history(&conn).expect("reads"), None);
+        conn.execute("DELETE FROM _sqlx_migrations WHERE version > 1", [])
+            .expect("an older database");
+        assert_eq!(unknown_history(&conn).expect("reads"), None);
+        conn.execute(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (99999, 'future', TRUE, x'00', 0)",
+            [],
+        )
+        .expect("a newer migration");
+        let why = unknown_history(&conn).expect("reads").expect("newer");
+        assert!(why.contains("99999"), "{why}");
     }
 }

@@ -14,6 +14,7 @@
 //! may open it beside the server. That is what lets [`ingest`] answer the
 //! ingest path's questions from memory exactly.
 
+mod backup;
 pub(crate) mod conn;
 mod handoff;
 mod incidents;
@@ -27,6 +28,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::{sql, Result, Store, StoreError};
+
+pub use backup::{backup, restore, Copied};
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -43,6 +46,8 @@ pub struct SqliteStore {
     ingest: Arc<ingest::IngestState>,
     /// New incidents' first pages, claimed for the sender as written.
     handoff: Arc<handoff::Handoff>,
+    /// What commits counted, for monitoring.
+    counters: Arc<crate::stats::Counters>,
 }
 
 impl SqliteStore {
@@ -56,6 +61,7 @@ impl SqliteStore {
         let outbox_notify: Arc<tokio::sync::Notify> = Default::default();
         let ingest: Arc<ingest::IngestState> = Default::default();
         let handoff: Arc<handoff::Handoff> = Default::default();
+        let counters: Arc<crate::stats::Counters> = Default::default();
         let (triggers, jobs) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(incidents::run_trigger_batcher(
             conns.clone(),
@@ -66,6 +72,7 @@ impl SqliteStore {
             },
             ingest.clone(),
             handoff.clone(),
+            counters.clone(),
         ));
         Ok(SqliteStore {
             conns,
@@ -74,6 +81,7 @@ impl SqliteStore {
             triggers,
             ingest,
             handoff,
+            counters,
         })
     }
 }
@@ -92,6 +100,12 @@ impl sql::Backend for SqliteStore {
             store: self,
             changes: Vec::new(),
         })
+    }
+
+    const GROUP_COMMIT: bool = true;
+
+    fn counters(&self) -> &crate::stats::Counters {
+        &self.counters
     }
 }
 
@@ -177,28 +191,42 @@ pub struct ServeLock {
 pub fn lock_for_serving(url: &str) -> Result<ServeLock> {
     let db = database_path(url)?;
     create_parent(&db)?;
-    let mut path = db.as_os_str().to_owned();
-    path.push(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(StoreError::from)?;
-    match file.try_lock() {
-        Ok(()) => {
+    match try_lock(&db)? {
+        Some(lock) => {
             // This process alone writes the file now: its ids may follow
             // time, which keeps every index keyed by id appended at its
             // end instead of written all over.
             crate::util::order_ids();
-            Ok(ServeLock { _file: file })
+            Ok(lock)
         }
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Conflict(format!(
+        None => Err(StoreError::Conflict(format!(
             "another klaxon server is already serving {} (lock {} is held); \
              one process serves a SQLite file, use PostgreSQL to run several",
             db.display(),
-            std::path::Path::new(&path).display()
+            lock_path(&db).display()
         ))),
+    }
+}
+
+/// `<db>.lock`, the serving lock's file.
+fn lock_path(db: &Path) -> PathBuf {
+    let mut path = db.as_os_str().to_owned();
+    path.push(".lock");
+    PathBuf::from(path)
+}
+
+/// Takes the serving lock of `db` if nobody holds it (`None` if somebody
+/// does): servers, and restores, which must not run beside one.
+fn try_lock(db: &Path) -> Result<Option<ServeLock>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(db))
+        .map_err(StoreError::from)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(ServeLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
     }
 }

@@ -43,6 +43,7 @@ impl TimerEngine for SqliteStore {
             tx.record(Change::TimersArmed);
         }
         tx.commit().await?;
+        batch.count_moves(self.counters());
         batch.log_failures();
         Ok(batch.fired)
     }

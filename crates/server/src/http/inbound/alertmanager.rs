@@ -35,6 +35,7 @@ use crate::app::AppState;
 use crate::http::auth::credential;
 use crate::http::error::ApiError;
 use crate::http::incidents::{DESCRIPTION_MAX, MESSAGE_MAX};
+use crate::metrics::Source;
 
 /// Fields of each alert kept in the incident's details.
 const ALERT_FIELDS: [&str; 7] = [
@@ -314,6 +315,7 @@ async fn receive(state: &AppState, request: Request) -> Result<Value, AmError> {
         .limiter
         .take(&service.id)
         .map_err(AmError::Throttled)?;
+    state.metrics.integration_event(Source::Alertmanager);
     let key = fitting_key(&notification.group_key);
     if !notification.firing {
         let acted =

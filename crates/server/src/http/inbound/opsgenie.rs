@@ -41,6 +41,7 @@ use super::{
 };
 use crate::app::AppState;
 use crate::http::incidents::{DESCRIPTION_MAX, MESSAGE_MAX};
+use crate::metrics::Source;
 
 /// Opsgenie's limit on an alias, in characters.
 const ALIAS_MAX: usize = 512;
@@ -337,6 +338,7 @@ pub async fn create_alert(State(state): State<AppState>, request: Request) -> Re
     let outcome = async {
         let service = authenticate(&state, genie_key(&request)).await?;
         let new = parse_alert(read_object(request).await?)?;
+        state.metrics.integration_event(Source::Opsgenie);
         open_incident(&state, &service, &new).await?;
         Ok(())
     }
@@ -374,6 +376,7 @@ pub async fn act_on_alert(
         let service = authenticate(&state, genie_key(&request)).await?;
         // The body (`user`, `source`, `note`) only has to be well-formed.
         read_object(request).await?;
+        state.metrics.integration_event(Source::Opsgenie);
         match identifier_type.as_str() {
             "alias" => {
                 if identifier.chars().count() > ALIAS_MAX {

@@ -34,6 +34,7 @@ use super::{
 };
 use crate::app::AppState;
 use crate::http::incidents::KEY_MAX;
+use crate::metrics::Source;
 
 /// PagerDuty's limit on one event.
 pub const BODY_LIMIT: usize = 512 * 1024;
@@ -379,6 +380,7 @@ async fn process(state: &AppState, event: Event) -> Result<String, PdError> {
         .limiter
         .take(&service.id)
         .map_err(PdError::Throttled)?;
+    state.metrics.integration_event(Source::PagerDuty);
     let action = match event.action {
         Action::Trigger => {
             let key = event.dedup_key.unwrap_or_else(new_dedup_key);
@@ -493,6 +495,7 @@ pub async fn enqueue_change_event(State(state): State<AppState>, request: Reques
             .limiter
             .take(&service.id)
             .map_err(PdError::Throttled)?;
+        state.metrics.integration_event(Source::PagerDuty);
         state
             .store
             .record_change_event(

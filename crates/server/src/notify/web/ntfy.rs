@@ -218,6 +218,10 @@ impl Ntfy {
 
 #[async_trait]
 impl Notifier for Ntfy {
+    fn provider(&self, _channel: &str) -> &'static str {
+        "ntfy"
+    }
+
     async fn send(&self, m: &OutgoingMessage, now: Millis) -> SendOutcome {
         let mut url = match target(m) {
             Ok(url) => url,

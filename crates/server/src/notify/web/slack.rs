@@ -128,6 +128,10 @@ impl Slack {
 
 #[async_trait]
 impl Notifier for Slack {
+    fn provider(&self, _channel: &str) -> &'static str {
+        "slack"
+    }
+
     async fn send(&self, m: &OutgoingMessage, now: Millis) -> SendOutcome {
         let url = match target(m) {
             Ok(url) => url,

@@ -147,6 +147,10 @@ impl Webhook {
 
 #[async_trait]
 impl Notifier for Webhook {
+    fn provider(&self, _channel: &str) -> &'static str {
+        "webhook"
+    }
+
     async fn send(&self, m: &OutgoingMessage, now: Millis) -> SendOutcome {
         let url = match target(m) {
             Ok(url) => url,
