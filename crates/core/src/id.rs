@@ -168,15 +168,17 @@ mod tests {
     #[test]
     fn ordered_ids_of_one_second_share_their_first_five_digits() {
         let second = ORDERED_EPOCH_SECS + 60 * 60 * 24 * 700;
-        let first = PublicId::from_number(ordered_floor(second)).unwrap();
-        let last = PublicId::from_number(ordered_floor(second + 1) - 1).unwrap();
+        let first = PublicId::from_number(ordered_floor(second)).expect("in range");
+        let last = PublicId::from_number(ordered_floor(second + 1) - 1).expect("in range");
         assert_eq!(first.as_str()[..5], last.as_str()[..5]);
         assert_eq!(&first.as_str()[5..], "000");
         assert_eq!(&last.as_str()[5..], "zzz");
         assert_eq!(ordered_second(first.number()), second);
         assert!(PublicId::from_number(ID_SPACE).is_none());
         assert_eq!(
-            PublicId::from_number(ID_SPACE - 1).unwrap().as_str(),
+            PublicId::from_number(ID_SPACE - 1)
+                .expect("in range")
+                .as_str(),
             "zzzzzzzz"
         );
     }
@@ -189,7 +191,8 @@ mod tests {
 
         #[test]
         fn numbers_round_trip_and_keep_their_order(a in 0..ID_SPACE, b in 0..ID_SPACE) {
-            let (x, y) = (PublicId::from_number(a).unwrap(), PublicId::from_number(b).unwrap());
+            let x = PublicId::from_number(a).expect("in range");
+            let y = PublicId::from_number(b).expect("in range");
             prop_assert_eq!(x.number(), a);
             prop_assert_eq!(PublicId::parse(x.as_str()), Some(x));
             // Text order (what an index on the id column sorts by) is number order.
