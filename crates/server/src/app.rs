@@ -14,14 +14,15 @@ use axum::Router;
 use klaxon_store::Store;
 use tokio::net::TcpListener;
 use tower_http::timeout::RequestBodyTimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::inbound::Inbound;
+use crate::http::throttle::AuthLimits;
 use crate::http::{self, error::ApiError};
 use crate::notify::links::Signer;
 use crate::notify::web::SigningKeys;
+use crate::password::Hasher;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -46,6 +47,10 @@ pub struct AppState {
     /// Turns true when the server shuts down: long-lived responses (event
     /// streams) end then, so that shutting down does not wait on them.
     pub closing: Closing,
+    /// The bounded pool every password hash and check runs on.
+    pub hasher: Hasher,
+    /// Sign-in and registration attempts per email and client address.
+    pub auth_limits: Arc<AuthLimits>,
 }
 
 /// The server's shutdown, as seen by responses that would otherwise never
@@ -76,6 +81,7 @@ impl AppState {
         let links = Signer::load(&*store, &config.public_url, clock.now_ms()).await?;
         let webhook_keys = SigningKeys::load(&*store, clock.now_ms()).await?;
         let inbound = Arc::new(Inbound::new(config.integration_rate));
+        let auth_limits = Arc::new(AuthLimits::new(config.auth_rate_email, config.auth_rate_ip));
         Ok(Self {
             store,
             clock,
@@ -84,6 +90,8 @@ impl AppState {
             webhook_keys,
             inbound,
             closing: Closing::default(),
+            hasher: Hasher::for_this_machine(),
+            auth_limits,
         })
     }
 }
@@ -92,8 +100,9 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use http::inbound::{alertmanager, opsgenie, pagerduty};
     use http::{
-        contacts, events, events_stream, health, heartbeats, incidents, integration, links,
-        notifications, policies, schedules, services, sessions, signing, twilio, users,
+        contacts, events, events_stream, health, heartbeats, incidents, integration, invitations,
+        links, notifications, policies, schedules, services, sessions, signing, tokens, twilio,
+        users,
     };
     let pagerduty_limit = || DefaultBodyLimit::max(pagerduty::BODY_LIMIT);
     Router::new()
@@ -104,11 +113,21 @@ pub fn router(state: AppState) -> Router {
         .route("/me", get(sessions::show_me))
         .route(
             "/tokens",
-            get(sessions::list_tokens).post(sessions::create_token),
+            get(tokens::list_tokens).post(tokens::create_token),
+        )
+        .route("/tokens/{id}", axum::routing::delete(tokens::delete_token))
+        .route("/users/{id}/tokens", get(tokens::list_user_tokens))
+        .route(
+            "/users/{id}/tokens/{token_id}",
+            axum::routing::delete(tokens::delete_user_token),
         )
         .route(
-            "/tokens/{id}",
-            axum::routing::delete(sessions::delete_token),
+            "/invitations",
+            get(invitations::list_invitations).post(invitations::create_invitation),
+        )
+        .route(
+            "/invitations/{id}",
+            axum::routing::delete(invitations::delete_invitation),
         )
         .route("/users", get(users::list_users).post(users::create_user))
         .route(
@@ -223,6 +242,10 @@ pub fn router(state: AppState) -> Router {
         .route("/schedules/{id}/on_call", get(schedules::show_on_call))
         .route("/schedules/{id}/shifts", get(schedules::list_shifts))
         .route("/schedules/{id}/events", get(events::list_schedule_events))
+        .route(
+            "/schedules/{id}/feed_token",
+            post(tokens::create_feed_token).delete(tokens::delete_feed_token),
+        )
         .route("/oncalls", get(schedules::list_oncalls))
         .route(
             "/services/{id}/escalation_preview",
@@ -326,7 +349,9 @@ pub fn router(state: AppState) -> Router {
         // duplicate). The store bounds its own waits (pool acquire timeouts).
         .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(axum::middleware::map_response(json_errors))
-        .layer(TraceLayer::new_for_http())
+        // Logs the route's template, never the path or query: URLs carry
+        // ping, link and feed tokens.
+        .layer(http::trace::layer())
         .with_state(state)
 }
 
@@ -381,7 +406,9 @@ pub async fn serve(
         shutdown.await;
         closing.close();
     };
-    let result = axum::serve(listener, router(state))
+    // The peer address is the client's, for rate limits (`ClientIp`).
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     store.close().await;
