@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use klaxon_core::time::DAY_MS;
 use klaxon_core::validate::Email;
-use klaxon_core::Role;
 use klaxon_store::InvitationInput;
 use serde::Deserialize;
 use serde_json::Value;
@@ -17,6 +16,7 @@ use super::auth::{hash_token, Auth};
 use super::error::ApiResult;
 use super::input::{Checks, Input};
 use super::sessions::new_token;
+use super::users::check_role;
 use super::{created, path_id, views, Created};
 use crate::app::AppState;
 
@@ -41,13 +41,7 @@ pub async fn create_invitation(
 ) -> ApiResult<Created> {
     auth.require_admin()?;
     let mut checks = Checks::default();
-    let role = match Role::parse(body.role.as_deref().unwrap_or("responder")) {
-        Some(r) => r.as_str().to_owned(),
-        None => {
-            checks.add("role", "must be one of admin, responder, observer");
-            String::new()
-        }
-    };
+    let role = check_role(&mut checks, body.role.as_deref().unwrap_or("responder"));
     let email = match body
         .email
         .as_deref()

@@ -32,7 +32,8 @@ pub struct UserBody {
     current_password: Option<String>,
 }
 
-fn check_role(checks: &mut Checks, raw: &str) -> String {
+/// A role name, or a 422 on `role`.
+pub(super) fn check_role(checks: &mut Checks, raw: &str) -> String {
     match Role::parse(raw) {
         Some(r) => r.as_str().to_owned(),
         None => {
