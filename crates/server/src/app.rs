@@ -13,15 +13,16 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use klaxon_store::Store;
 use tower_http::timeout::RequestBodyTimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::inbound::Inbound;
+use crate::http::throttle::AuthLimits;
 use crate::http::{self, error::ApiError};
 use crate::metrics::{self, Metrics};
 use crate::notify::links::Signer;
 use crate::notify::web::SigningKeys;
+use crate::password::Hasher;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -48,6 +49,10 @@ pub struct AppState {
     pub closing: Closing,
     /// This process's Prometheus metrics (`GET /metrics`).
     pub metrics: Arc<Metrics>,
+    /// The bounded pool every password hash and check runs on.
+    pub hasher: Hasher,
+    /// Sign-in and registration attempts per email and client address.
+    pub auth_limits: Arc<AuthLimits>,
 }
 
 /// The server's shutdown, as seen by responses that would otherwise never
@@ -78,6 +83,7 @@ impl AppState {
         let links = Signer::load(&*store, &config.public_url, clock.now_ms()).await?;
         let webhook_keys = SigningKeys::load(&*store, clock.now_ms()).await?;
         let inbound = Arc::new(Inbound::new(config.integration_rate));
+        let auth_limits = Arc::new(AuthLimits::new(config.auth_rate_email, config.auth_rate_ip));
         Ok(Self {
             store,
             clock,
@@ -87,6 +93,8 @@ impl AppState {
             inbound,
             closing: Closing::default(),
             metrics: Arc::new(Metrics::new()),
+            hasher: Hasher::for_this_machine(),
+            auth_limits,
         })
     }
 }
@@ -95,8 +103,9 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use http::inbound::{alertmanager, opsgenie, pagerduty};
     use http::{
-        contacts, events, events_stream, health, heartbeats, incidents, integration, links,
-        notifications, policies, schedules, services, sessions, signing, twilio, users,
+        contacts, events, events_stream, health, heartbeats, incidents, integration, invitations,
+        links, notifications, policies, schedules, services, sessions, signing, tokens, twilio,
+        users,
     };
     let pagerduty_limit = || DefaultBodyLimit::max(pagerduty::BODY_LIMIT);
     let counted = state.metrics.clone();
@@ -109,11 +118,21 @@ pub fn router(state: AppState) -> Router {
         .route("/me", get(sessions::show_me))
         .route(
             "/tokens",
-            get(sessions::list_tokens).post(sessions::create_token),
+            get(tokens::list_tokens).post(tokens::create_token),
+        )
+        .route("/tokens/{id}", axum::routing::delete(tokens::delete_token))
+        .route("/users/{id}/tokens", get(tokens::list_user_tokens))
+        .route(
+            "/users/{id}/tokens/{token_id}",
+            axum::routing::delete(tokens::delete_user_token),
         )
         .route(
-            "/tokens/{id}",
-            axum::routing::delete(sessions::delete_token),
+            "/invitations",
+            get(invitations::list_invitations).post(invitations::create_invitation),
+        )
+        .route(
+            "/invitations/{id}",
+            axum::routing::delete(invitations::delete_invitation),
         )
         .route("/users", get(users::list_users).post(users::create_user))
         .route(
@@ -228,6 +247,10 @@ pub fn router(state: AppState) -> Router {
         .route("/schedules/{id}/on_call", get(schedules::show_on_call))
         .route("/schedules/{id}/shifts", get(schedules::list_shifts))
         .route("/schedules/{id}/events", get(events::list_schedule_events))
+        .route(
+            "/schedules/{id}/feed_token",
+            post(tokens::create_feed_token).delete(tokens::delete_feed_token),
+        )
         .route("/oncalls", get(schedules::list_oncalls))
         .route(
             "/services/{id}/escalation_preview",
@@ -331,7 +354,9 @@ pub fn router(state: AppState) -> Router {
         // duplicate). The store bounds its own waits (pool acquire timeouts).
         .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(axum::middleware::map_response(json_errors))
-        .layer(TraceLayer::new_for_http())
+        // Logs the route's template, never the path or query: URLs carry
+        // ping, link and feed tokens.
+        .layer(http::trace::layer())
         // Outermost, so that it sees every answer as the client gets it.
         // Route layers run after routing: the matched template is known.
         .layer(axum::middleware::from_fn(move |request, next| {
@@ -377,6 +402,29 @@ async fn json_errors(response: Response) -> Response {
     Response::from_parts(parts, Body::from(body))
 }
 
+/// The socket address of a connection's client, over TCP or TLS alike
+/// (axum only knows the peer of a plain `TcpListener`).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
 /// Serves the API on `listener` (a `TcpListener`, or a
 /// [`TlsListener`](crate::tls::TlsListener) for HTTPS) until `shutdown`
 /// completes, then stops accepting, ends event streams, lets in-flight
@@ -387,8 +435,8 @@ pub async fn serve<L>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    Peer: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
     let store = state.store.clone();
     let closing = state.closing.clone();
@@ -396,7 +444,9 @@ where
         shutdown.await;
         closing.close();
     };
-    let result = axum::serve(listener, router(state))
+    // The peer address is the client's, for rate limits (`ClientIp`).
+    let app = router(state).into_make_service_with_connect_info::<Peer>();
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     store.close().await;

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use klaxon_core::time::Millis;
 use serde::Deserialize;
+
+pub use crate::http::client_ip::IpRange;
 
 /// Settings shared by every subcommand that touches the database.
 #[derive(Debug, Clone, Args, Default)]
@@ -25,7 +28,9 @@ pub struct ConfigArgs {
     /// Optional TOML file with the same settings (snake_case keys)
     #[arg(long, env = "KLAXON_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Whether POST /registrations may create accounts: open | closed [default: open]
+    /// Who may register (POST /registrations): open (anyone creates an
+    /// account, or joins one with an invitation) | invite (only with an
+    /// invitation) | closed [default: open]
     #[arg(long, env = "KLAXON_REGISTRATIONS")]
     pub registrations: Option<String>,
     /// Log format: text | json [default: text]
@@ -65,6 +70,22 @@ pub struct ConfigArgs {
     /// Bearer token GET /metrics requires [default: none, open]
     #[arg(long, env = "KLAXON_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// How long a sign-in session lasts unused: 30d, 12h, 90m, 45s
+    /// [default: 30d]
+    #[arg(long, env = "KLAXON_SESSION_TTL")]
+    pub session_ttl: Option<String>,
+    /// Sign-in (and registration) attempts per minute per email address,
+    /// per process; 0 turns the limit off [default: 10]
+    #[arg(long, env = "KLAXON_AUTH_RATE_EMAIL")]
+    pub auth_rate_email: Option<u32>,
+    /// Sign-in (and registration) attempts per minute per client address,
+    /// per process; 0 turns the limit off [default: 30]
+    #[arg(long, env = "KLAXON_AUTH_RATE_IP")]
+    pub auth_rate_ip: Option<u32>,
+    /// Reverse proxies (addresses or CIDR ranges, comma-separated) whose
+    /// X-Forwarded-For names the client [default: none]
+    #[arg(long, env = "KLAXON_TRUSTED_PROXY")]
+    pub trusted_proxy: Option<String>,
 }
 
 /// The TOML file's shape.
@@ -86,6 +107,10 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     metrics_token: Option<String>,
+    session_ttl: Option<String>,
+    auth_rate_email: Option<u32>,
+    auth_rate_ip: Option<u32>,
+    trusted_proxy: Option<String>,
 }
 
 /// Validated configuration.
@@ -97,8 +122,8 @@ pub struct Config {
     pub database_url: String,
     /// Base URL for links.
     pub public_url: String,
-    /// Whether self-service registration is open.
-    pub registrations_open: bool,
+    /// Who may register through `POST /registrations`.
+    pub registrations: Registrations,
     /// JSON logs instead of text.
     pub json_logs: bool,
     /// Virtual clock speed (`KLAXON_CLOCK_SPEED`).
@@ -115,6 +140,17 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// The bearer token `GET /metrics` requires, when set (redacted in `Debug`).
     pub metrics_token: Option<String>,
+    /// How long a session token lasts unused (ms of the server's clock).
+    pub session_ttl_ms: Millis,
+    /// Sign-in and registration attempts per minute per email and process
+    /// (0: no limit).
+    pub auth_rate_email: u32,
+    /// Sign-in and registration attempts per minute per client address and
+    /// process (0: no limit).
+    pub auth_rate_ip: u32,
+    /// Proxies whose `X-Forwarded-For` is believed (none: the socket peer
+    /// is the client).
+    pub trusted_proxies: Vec<IpRange>,
 }
 
 /// The certificate and key HTTPS is served with (PEM files, read at start
@@ -125,6 +161,17 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// Its private key.
     pub key: PathBuf,
+}
+
+/// Who may register through `POST /registrations`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registrations {
+    /// Anyone creates an account; an invitation joins its account.
+    Open,
+    /// Only with an invitation, which joins its account.
+    Invite,
+    /// Nobody (admins add users; `klaxon bootstrap` makes accounts).
+    Closed,
 }
 
 /// Where email pages go.
@@ -175,7 +222,7 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("database_url", &redact(&self.database_url))
             .field("public_url", &self.public_url)
-            .field("registrations_open", &self.registrations_open)
+            .field("registrations", &self.registrations)
             .field("json_logs", &self.json_logs)
             .field("clock_speed", &self.clock_speed)
             .field("clock_origin_ms", &self.clock_origin_ms)
@@ -184,6 +231,10 @@ impl fmt::Debug for Config {
             .field("integration_rate", &self.integration_rate)
             .field("tls", &self.tls)
             .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
+            .field("session_ttl_ms", &self.session_ttl_ms)
+            .field("auth_rate_email", &self.auth_rate_email)
+            .field("auth_rate_ip", &self.auth_rate_ip)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -205,6 +256,12 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://./klaxon-data/klaxon.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The default inbound integration rate: events per minute per key.
 pub const DEFAULT_INTEGRATION_RATE: u32 = 12_000;
+/// The default session lifetime, unused.
+pub const DEFAULT_SESSION_TTL: &str = "30d";
+/// The default sign-in attempts per minute per email address.
+pub const DEFAULT_AUTH_RATE_EMAIL: u32 = 10;
+/// The default sign-in attempts per minute per client address.
+pub const DEFAULT_AUTH_RATE_IP: u32 = 30;
 
 impl ConfigArgs {
     /// Merges flags/env with the file and defaults, and validates.
@@ -245,12 +302,12 @@ impl ConfigArgs {
         )
         .trim_end_matches('/')
         .to_owned();
-        let registrations_open =
-            match pick(&self.registrations, &file.registrations, "open").as_str() {
-                "open" => true,
-                "closed" => false,
-                other => bail!("registrations must be open or closed, not {other:?}"),
-            };
+        let registrations = match pick(&self.registrations, &file.registrations, "open").as_str() {
+            "open" => Registrations::Open,
+            "invite" => Registrations::Invite,
+            "closed" => Registrations::Closed,
+            other => bail!("registrations must be open, invite or closed, not {other:?}"),
+        };
         let json_logs = match pick(&self.log_format, &file.log_format, "text").as_str() {
             "text" => false,
             "json" => true,
@@ -328,11 +385,36 @@ impl ConfigArgs {
             .or(file.integration_rate)
             .unwrap_or(DEFAULT_INTEGRATION_RATE);
         let metrics_token = opt(&self.metrics_token, &file.metrics_token);
+        let ttl_text = pick(&self.session_ttl, &file.session_ttl, DEFAULT_SESSION_TTL);
+        let session_ttl_ms = parse_duration_ms(&ttl_text).with_context(|| {
+            format!("session TTL must be a duration like 30d, 12h, 90m or 45s (at most 3650d), not {ttl_text:?}")
+        })?;
+        let auth_rate_email = self
+            .auth_rate_email
+            .or(file.auth_rate_email)
+            .unwrap_or(DEFAULT_AUTH_RATE_EMAIL);
+        let auth_rate_ip = self
+            .auth_rate_ip
+            .or(file.auth_rate_ip)
+            .unwrap_or(DEFAULT_AUTH_RATE_IP);
+        let trusted_proxies = match opt(&self.trusted_proxy, &file.trusted_proxy) {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    IpRange::parse(p).with_context(|| {
+                        format!("trusted proxy {p:?} is not an IP address or CIDR range")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
+            None => Vec::new(),
+        };
         Ok(Config {
             listen,
             database_url,
             public_url,
-            registrations_open,
+            registrations,
             json_logs,
             clock_speed,
             clock_origin_ms,
@@ -341,8 +423,29 @@ impl ConfigArgs {
             integration_rate,
             tls,
             metrics_token,
+            session_ttl_ms,
+            auth_rate_email,
+            auth_rate_ip,
+            trusted_proxies,
         })
     }
+}
+
+/// `30d`, `12h`, `90m`, `45s` in ms; a positive amount with its unit, at
+/// most ten years.
+pub fn parse_duration_ms(text: &str) -> Option<Millis> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let unit_ms: Millis = match unit {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        _ => return None,
+    };
+    let amount: Millis = text[..text.len() - 1].parse().ok()?;
+    let ms = amount.checked_mul(unit_ms)?;
+    (ms > 0 && ms <= 3650 * 86_400_000).then_some(ms)
 }
 
 /// A setting given by flag/env or the file, if given and not empty.
@@ -373,7 +476,14 @@ pub fn default_toml() -> String {
          # tls_cert = \"/etc/klaxon/cert.pem\"\n\
          # tls_key = \"/etc/klaxon/key.pem\"\n\
          # Bearer token GET /metrics requires (default: none, open).\n\
-         # metrics_token = \"…\"\n"
+         # metrics_token = \"…\"\n\
+         # How long a sign-in session lasts unused (s, m, h or d).\n\
+         session_ttl = \"{DEFAULT_SESSION_TTL}\"\n\
+         # Sign-in and registration attempts per minute and process (0: no limit).\n\
+         auth_rate_email = {DEFAULT_AUTH_RATE_EMAIL}\n\
+         auth_rate_ip = {DEFAULT_AUTH_RATE_IP}\n\
+         # Reverse proxies whose X-Forwarded-For names the client.\n\
+         # trusted_proxy = \"127.0.0.1, 10.0.0.0/8\"\n"
     )
 }
 
@@ -397,8 +507,11 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(c.public_url, "http://127.0.0.1:8080");
-        assert!(c.registrations_open);
+        assert_eq!(c.registrations, Registrations::Open);
         assert_eq!(c.integration_rate, DEFAULT_INTEGRATION_RATE);
+        assert_eq!(c.session_ttl_ms, 30 * 86_400_000);
+        assert_eq!((c.auth_rate_email, c.auth_rate_ip), (10, 30));
+        assert!(c.trusted_proxies.is_empty());
     }
 
     #[test]
@@ -422,7 +535,43 @@ mod tests {
         };
         let c = args.load().expect("loads");
         assert_eq!(c.listen.port(), 9001);
-        assert!(!c.registrations_open);
+        assert_eq!(c.registrations, Registrations::Closed);
+    }
+
+    #[test]
+    fn reads_durations_and_proxies() {
+        assert_eq!(parse_duration_ms("30d"), Some(30 * 86_400_000));
+        assert_eq!(parse_duration_ms("90m"), Some(90 * 60_000));
+        assert_eq!(parse_duration_ms(" 45s "), Some(45_000));
+        for bad in ["", "30", "d", "0h", "-1h", "1w", "3651d", "1.5h"] {
+            assert_eq!(parse_duration_ms(bad), None, "{bad:?}");
+        }
+        let args = ConfigArgs {
+            registrations: Some("invite".into()),
+            session_ttl: Some("12h".into()),
+            trusted_proxy: Some("127.0.0.1, 10.0.0.0/8,::1".into()),
+            ..Default::default()
+        };
+        let c = args.load().expect("loads");
+        assert_eq!(c.registrations, Registrations::Invite);
+        assert_eq!(c.session_ttl_ms, 12 * 3_600_000);
+        assert_eq!(c.trusted_proxies.len(), 3);
+        for bad in [
+            ConfigArgs {
+                session_ttl: Some("forever".into()),
+                ..Default::default()
+            },
+            ConfigArgs {
+                trusted_proxy: Some("10.0.0.0/33".into()),
+                ..Default::default()
+            },
+            ConfigArgs {
+                registrations: Some("maybe".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.load().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -108,8 +108,10 @@ fn main() -> anyhow::Result<()> {
                     name: Some(name),
                     email: Some(email),
                     password,
+                    invitation: None,
                 };
-                let created = sessions::register(&*store, clock.now_ms(), input).await;
+                let hasher = klaxon_server::password::Hasher::new(1, 1);
+                let created = sessions::register(&*store, &hasher, clock.now_ms(), input).await;
                 store.close().await;
                 match created {
                     Ok(body) => {

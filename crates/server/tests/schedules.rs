@@ -278,12 +278,14 @@ async fn calendar_feed_and_oncalls(backend: Backend) {
         )
         .await;
     assert_eq!(layer.status, StatusCode::CREATED, "{}", layer.text);
+    // The feed takes the schedule's own feed token, never an API token.
+    let feed = server
+        .post(&format!("/schedules/{s}/feed_token"), &a.token, json!({}))
+        .await
+        .str("token");
     let cal = server
         .http
-        .get(format!(
-            "{}/schedules/{s}.ics?token={}",
-            server.base, a.token
-        ))
+        .get(format!("{}/schedules/{s}.ics?token={feed}", server.base))
         .send()
         .await
         .unwrap();
@@ -303,24 +305,16 @@ async fn calendar_feed_and_oncalls(backend: Backend) {
         text.matches("BEGIN:VEVENT").count() >= 60,
         "a week back and two months ahead"
     );
-    let bad = server
-        .http
-        .get(format!("{}/schedules/{s}.ics?token=nope", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
     let other = server.register("Beta").await;
-    let foreign = server
-        .http
-        .get(format!(
-            "{}/schedules/{s}.ics?token={}",
-            server.base, other.token
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+    for token in ["nope", a.token.as_str(), other.token.as_str()] {
+        let bad = server
+            .http
+            .get(format!("{}/schedules/{s}.ics?token={token}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), StatusCode::UNAUTHORIZED, "{token}");
+    }
 
     // /oncalls: every schedule and every rule, a schedule rule resolved.
     let p = server

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 mod feed;
 mod heartbeats;
+mod invitations;
 pub mod model;
 mod plan;
 pub mod postgres;
@@ -29,6 +30,7 @@ pub use feed::{EventFeed, EventFeedStore, LoggedEvent};
 pub use heartbeats::{
     FiredHeartbeat, Heartbeat, HeartbeatInput, HeartbeatOutcome, HeartbeatStore, Pinged,
 };
+pub use invitations::{Invitation, InvitationInput, InvitationStore};
 pub use model::*;
 pub use plan::rule_assignee;
 pub use stats::{BatchSizes, MetricsStore, StoreGauges, StoreStats};
@@ -198,7 +200,7 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 /// Result alias for store calls.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Accounts, users and API tokens.
+/// Accounts, users and their tokens (API, session and calendar feed).
 #[async_trait]
 pub trait AccountStore: Send + Sync {
     /// Creates an account with its owner (an admin) and a first API token, atomically.
@@ -211,29 +213,58 @@ pub trait AccountStore: Send + Sync {
     ) -> Result<(Account, User, ApiToken)>;
     /// Whether any account exists (a brand-new database prints setup help).
     async fn has_accounts(&self) -> Result<bool>;
-    /// Resolves an API token (by its hash) to its user and account.
+    /// Resolves a token (by its hash) to its user and account, whatever
+    /// its kind and expiry: the caller decides what the token may do.
     async fn principal_by_token(&self, token_hash: &str) -> Result<Option<Principal>>;
-    /// Records that a token was used.
-    async fn touch_token(&self, token_id: &str, now: Millis) -> Result<()>;
+    /// Records that a token was used; `renew_until` moves its expiry (a
+    /// session's sliding expiry).
+    async fn touch_token(
+        &self,
+        token_id: &str,
+        now: Millis,
+        renew_until: Option<Millis>,
+    ) -> Result<()>;
     /// Finds a user by sign-in email, across accounts (email is globally unique).
     async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
-    /// Issues a token for a user.
+    /// Issues an API or session token for a user (and forgets the user's
+    /// tokens that have expired).
     async fn create_token(
         &self,
         account_id: &str,
         user_id: &str,
-        name: &str,
+        input: &TokenInput,
         token_hash: &str,
         now: Millis,
     ) -> Result<ApiToken>;
-    /// A user's tokens, newest first.
+    /// A user's tokens of every kind, newest first.
     async fn list_tokens(&self, account_id: &str, user_id: &str) -> Result<Vec<ApiToken>>;
-    /// Revokes one of a user's tokens.
+    /// Revokes one of a user's tokens (by the user, or an admin: `actor`).
     async fn delete_token(
         &self,
         account_id: &str,
         user_id: &str,
         token_id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<()>;
+    /// Issues the user's calendar feed token for a schedule of the account,
+    /// replacing the one they had for it. `NotFound` for a schedule of
+    /// another account.
+    async fn create_feed_token(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        schedule_id: &str,
+        token_hash: &str,
+        now: Millis,
+    ) -> Result<ApiToken>;
+    /// Revokes the user's calendar feed token for a schedule; `NotFound`
+    /// when they have none.
+    async fn delete_feed_token(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        schedule_id: &str,
         now: Millis,
     ) -> Result<()>;
     /// Adds a user to an account.
@@ -248,13 +279,17 @@ pub trait AccountStore: Send + Sync {
     async fn list_users(&self, account_id: &str) -> Result<Vec<User>>;
     /// One user of the account.
     async fn get_user(&self, account_id: &str, id: &str) -> Result<User>;
-    /// Replaces a user's fields; `changes` is the audit changeset.
+    /// Replaces a user's fields and revokes the user's tokens `revoke`
+    /// names, in one transaction; `changes` is the audit changeset (which
+    /// gains `tokens_revoked` when any were).
+    #[allow(clippy::too_many_arguments)]
     async fn update_user(
         &self,
         account_id: &str,
         id: &str,
         input: &UserInput,
         changes: &Value,
+        revoke: Revoke<'_>,
         actor: &Actor,
         now: Millis,
     ) -> Result<User>;
@@ -825,6 +860,7 @@ pub trait Store:
     + HeartbeatStore
     + EventFeedStore
     + MetricsStore
+    + InvitationStore
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

@@ -69,6 +69,46 @@ pub struct ApiToken {
     pub created_at: Millis,
     /// Last time the token authenticated a request (updated at most once a minute).
     pub last_used_at: Option<Millis>,
+    /// What it may do: one of [`token_kind`].
+    pub kind: String,
+    /// When it stops working (`None`: never). A session's moves forward as
+    /// it is used.
+    pub expires_at: Option<Millis>,
+    /// The schedule a feed token reads.
+    pub schedule_id: Option<String>,
+}
+
+/// What a token may do (`api_tokens.kind`).
+pub mod token_kind {
+    /// `POST /tokens` (and the first token of an account): the whole API.
+    pub const API: &str = "api";
+    /// `POST /sessions`: the whole API, expiring when left unused.
+    pub const SESSION: &str = "session";
+    /// A calendar feed token: one schedule's `.ics` feed, nothing else.
+    pub const FEED: &str = "feed";
+}
+
+/// Values for a new API or session token.
+#[derive(Debug, Clone)]
+pub struct TokenInput {
+    /// Label.
+    pub name: String,
+    /// [`token_kind::API`] or [`token_kind::SESSION`].
+    pub kind: String,
+    /// When it stops working (`None`: never).
+    pub expires_at: Option<Millis>,
+}
+
+/// Which of a user's tokens a change to the user revokes, in the same
+/// transaction.
+#[derive(Debug, Clone, Copy)]
+pub enum Revoke<'a> {
+    /// None.
+    Nothing,
+    /// Every one but this token id (the one the request came with).
+    AllBut(&'a str),
+    /// Every one.
+    All,
 }
 
 /// Who is making a request, resolved from an API token.
@@ -84,6 +124,12 @@ pub struct Principal {
     pub token_id: String,
     /// When the token was last seen, to throttle `last_used_at` writes.
     pub last_used_at: Option<Millis>,
+    /// The token's kind: one of [`token_kind`].
+    pub kind: String,
+    /// When the token stops working (`None`: never).
+    pub expires_at: Option<Millis>,
+    /// The schedule a feed token reads.
+    pub schedule_id: Option<String>,
 }
 
 /// A service: something that breaks, with an integration key monitoring uses.

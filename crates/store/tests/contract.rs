@@ -34,6 +34,8 @@ mod schedules;
 mod services;
 #[path = "contract/timers.rs"]
 mod timers;
+#[path = "contract/tokens.rs"]
+mod tokens;
 #[path = "contract/triggers.rs"]
 mod triggers;
 
@@ -45,8 +47,8 @@ use klaxon_core::time::Millis;
 use klaxon_core::{IncidentAction, IncidentState};
 use klaxon_store::{
     ActOutcome, Actor, Event, EventFilter, Incident, IncidentFilter, IncidentPatch, NewIncident,
-    OutgoingMessage, Policy, PolicyRule, Result, RuleInput, Service, ServiceInput, Store,
-    StoreError, TriggerOutcome, UserInput,
+    OutgoingMessage, Policy, PolicyRule, Result, Revoke, RuleInput, Service, ServiceInput, Store,
+    StoreError, TokenInput, TriggerOutcome, UserInput,
 };
 use serde_json::json;
 use tempfile::TempDir;
@@ -86,6 +88,12 @@ contract_tests!(
     accounts::user_email_is_unique,
     accounts::last_admin_is_kept,
     accounts::user_named_in_a_rule_cannot_be_deleted,
+    tokens::tokens_expire_and_sessions_slide,
+    tokens::user_changes_revoke_tokens,
+    tokens::admins_revoke_other_users_tokens,
+    tokens::feed_tokens_are_one_per_user_and_schedule,
+    tokens::invitations_work_once,
+    tokens::invitations_check_the_email_and_stay_in_their_account,
     policies::policy_crud,
     policies::rules_positions_and_sorting,
     policies::rule_assignment_must_be_in_the_account,
@@ -189,6 +197,14 @@ fn user_input(name: &str, email: &str, role: &str) -> UserInput {
         role: role.into(),
         time_zone: "Europe/Berlin".into(),
         password_hash: None,
+    }
+}
+
+fn api_token(name: &str, expires_at: Option<Millis>) -> TokenInput {
+    TokenInput {
+        name: name.into(),
+        kind: "api".into(),
+        expires_at,
     }
 }
 

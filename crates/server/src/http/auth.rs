@@ -1,20 +1,29 @@
 //! Authentication extractors. A handler that takes [`Auth`] can only run
 //! for a valid user token, and every store call it makes is scoped by the
 //! account that token belongs to.
+//!
+//! Tokens come in three kinds (`klaxon_store::token_kind`): API tokens
+//! and sign-in sessions open the whole API; a calendar feed token opens
+//! one schedule's `.ics` feed and nothing else ([`FeedReader`]), so the
+//! URL a calendar app keeps is no key to the account. An expired token is
+//! refused like an unknown one. Using a session moves its expiry one TTL
+//! ahead; like `last_used_at`, that is written at most once a minute, so
+//! authenticating stays a read.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use klaxon_core::time::Millis;
 use klaxon_core::Role;
-use klaxon_store::{Actor, IntegrationTarget};
+use klaxon_store::{token_kind, Actor, IntegrationTarget, Principal};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use crate::app::AppState;
 
-/// Tokens are re-stamped with `last_used_at` at most this often, so that
-/// authenticating a request is a read, not a write.
-const TOUCH_INTERVAL_MS: i64 = 60_000;
+/// Tokens are re-stamped with `last_used_at` (and sessions renewed) at most
+/// this often, so that authenticating a request is a read, not a write.
+const TOUCH_INTERVAL_MS: Millis = 60_000;
 
 /// The authenticated user behind a request.
 #[derive(Debug, Clone)]
@@ -92,27 +101,50 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-impl Auth {
-    /// Authenticates a user token however it arrived (header, or the
-    /// `token` query parameter of a calendar feed).
-    pub async fn from_token(state: &AppState, token: &str) -> Result<Self, ApiError> {
-        if token.is_empty() || token.len() > 256 {
-            return Err(ApiError::Unauthorized);
-        }
-        let principal = state
+/// Resolves a token of any kind that works now, and records its use
+/// (renewing a session).
+async fn principal(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    if token.is_empty() || token.len() > 256 {
+        return Err(ApiError::Unauthorized);
+    }
+    let principal = state
+        .store
+        .principal_by_token(&hash_token(token))
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let now = state.clock.now_ms();
+    if principal.expires_at.is_some_and(|t| t <= now) {
+        return Err(ApiError::Unauthorized);
+    }
+    let ttl = state.config.session_ttl_ms;
+    let session = principal.kind == token_kind::SESSION;
+    // A very short TTL (tests, demos) is renewed often enough to slide.
+    let interval = if session {
+        TOUCH_INTERVAL_MS.min(ttl / 2)
+    } else {
+        TOUCH_INTERVAL_MS
+    };
+    if principal.last_used_at.is_none_or(|t| now - t >= interval) {
+        let renew_until = session.then(|| now.saturating_add(ttl));
+        // Best effort: a failed stamp must not fail the request.
+        if let Err(err) = state
             .store
-            .principal_by_token(&hash_token(token))
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
-        let now = state.clock.now_ms();
-        if principal
-            .last_used_at
-            .is_none_or(|t| now - t >= TOUCH_INTERVAL_MS)
+            .touch_token(&principal.token_id, now, renew_until)
+            .await
         {
-            // Best effort: a failed stamp must not fail the request.
-            if let Err(err) = state.store.touch_token(&principal.token_id, now).await {
-                tracing::warn!(error = %err, "could not record token use");
-            }
+            tracing::warn!(error = %err, "could not record token use");
+        }
+    }
+    Ok(principal)
+}
+
+impl Auth {
+    /// Authenticates an API or session token (from the `Authorization`
+    /// header). A calendar feed token is refused: it opens only its feed.
+    pub async fn from_token(state: &AppState, token: &str) -> Result<Self, ApiError> {
+        let principal = principal(state, token).await?;
+        if principal.kind == token_kind::FEED {
+            return Err(ApiError::Unauthorized);
         }
         let role = Role::parse(&principal.role).ok_or(ApiError::Unauthorized)?;
         Ok(Auth {
@@ -120,6 +152,37 @@ impl Auth {
             user_id: principal.user_id,
             role,
             token_id: principal.token_id,
+        })
+    }
+}
+
+/// The reader of a calendar feed, authenticated by that schedule's feed
+/// token (and only by one).
+#[derive(Debug, Clone)]
+pub struct FeedReader {
+    /// The account of the schedule.
+    pub account_id: String,
+    /// Whose feed token it is.
+    pub user_id: String,
+}
+
+impl FeedReader {
+    /// Authenticates a feed token for `schedule_id`; any other token, or
+    /// the feed token of another schedule, is a 401.
+    pub async fn for_schedule(
+        state: &AppState,
+        token: &str,
+        schedule_id: &str,
+    ) -> Result<Self, ApiError> {
+        let principal = principal(state, token).await?;
+        if principal.kind != token_kind::FEED
+            || principal.schedule_id.as_deref() != Some(schedule_id)
+        {
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(FeedReader {
+            account_id: principal.account_id,
+            user_id: principal.user_id,
         })
     }
 }

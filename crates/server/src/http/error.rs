@@ -45,6 +45,15 @@ pub enum ApiError {
     /// 422: field validation failed.
     #[error("validation failed")]
     Unprocessable(FieldErrors),
+    /// 429: over a rate limit, or the password hashing pool is full; try
+    /// again after `retry_after` seconds (sent as `Retry-After`).
+    #[error("{message}")]
+    TooManyRequests {
+        /// What was limited.
+        message: &'static str,
+        /// Whole seconds, at least 1.
+        retry_after: u64,
+    },
     /// 503: the database cannot be reached.
     #[error("service unavailable")]
     Unavailable,
@@ -59,6 +68,15 @@ impl ApiError {
         let mut errors = FieldErrors::new();
         errors.insert(field.to_owned(), vec![message.into()]);
         ApiError::Unprocessable(errors)
+    }
+}
+
+impl From<crate::password::Busy> for ApiError {
+    fn from(_: crate::password::Busy) -> Self {
+        ApiError::TooManyRequests {
+            message: "too many sign-ins and password changes in progress; try again shortly",
+            retry_after: 1,
+        }
     }
 }
 
@@ -97,6 +115,9 @@ impl IntoResponse for ApiError {
                 )
                     .into_response();
             }
+            ApiError::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
+            }
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(err) => {
                 tracing::error!(error = ?err, "internal error");
@@ -115,6 +136,12 @@ impl IntoResponse for ApiError {
             axum::Json(json!({ "error": code, "message": message })),
         )
             .into_response();
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

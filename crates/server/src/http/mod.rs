@@ -2,6 +2,7 @@
 //! extractors and JSON views.
 
 pub mod auth;
+pub mod client_ip;
 pub mod contacts;
 pub mod error;
 pub mod events;
@@ -13,6 +14,7 @@ pub mod inbound;
 pub mod incidents;
 pub mod input;
 pub mod integration;
+pub mod invitations;
 pub mod links;
 pub mod notifications;
 pub mod page;
@@ -21,6 +23,9 @@ pub mod schedules;
 pub mod services;
 pub mod sessions;
 pub mod signing;
+pub mod throttle;
+pub mod tokens;
+pub mod trace;
 pub mod twilio;
 pub mod twilio_signature;
 pub mod twiml;

@@ -14,7 +14,7 @@ use klaxon_store::{parse_hhmm, LayerInput, RestrictionSpec};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::Auth;
+use super::auth::{Auth, FeedReader};
 use super::error::{ApiError, ApiResult};
 use super::input::{Changeset, Checks, Input, Params};
 use super::sessions::NAME_MAX;
@@ -565,7 +565,9 @@ pub async fn list_shifts(
 
 /// `GET /schedules/:id.ics?token=…`: the coming shifts as an iCalendar
 /// feed for calendar apps, which cannot send headers, hence the token in
-/// the URL (use a dedicated, revocable token from `POST /tokens`).
+/// the URL. Only the schedule's own feed token is accepted
+/// (`POST /schedules/:id/feed_token`): calendar URLs get shared and logged,
+/// and one must never open the API.
 async fn calendar(
     state: &AppState,
     id: &str,
@@ -576,12 +578,12 @@ async fn calendar(
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.into_owned())
     });
+    let id = path_id(id)?;
     let auth = match (token, super::auth::credential(parts)) {
-        (Some(t), _) => Auth::from_token(state, &t).await?,
-        (None, Some(t)) => Auth::from_token(state, t).await?,
+        (Some(t), _) => FeedReader::for_schedule(state, &t, id).await?,
+        (None, Some(t)) => FeedReader::for_schedule(state, t, id).await?,
         (None, None) => return Err(ApiError::Unauthorized),
     };
-    let id = path_id(id)?;
     let now = state.clock.now_ms();
     let since = now - 7 * DAY_MS;
     let data = state

@@ -5,17 +5,20 @@ use axum::http::StatusCode;
 use axum::Json;
 use klaxon_core::validate::{is_time_zone, Email};
 use klaxon_core::Role;
-use klaxon_store::UserInput;
+use klaxon_store::{Revoke, UserInput};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Auth;
+use super::client_ip::ClientIp;
 use super::error::{ApiError, ApiResult};
 use super::input::{Changeset, Checks, Input};
-use super::sessions::{check_password, parse_email, NAME_MAX};
+use super::sessions::{
+    check_password, hash_password, parse_email, verify_password, NAME_MAX, PASSWORD_MAX,
+};
+use super::throttle::Attempt;
 use super::{created, path_id, views, Created};
 use crate::app::AppState;
-use crate::password;
 
 /// `POST /users` and `PUT /users/:id` body; absent fields keep their value on update.
 #[derive(Debug, Deserialize)]
@@ -25,9 +28,12 @@ pub struct UserBody {
     role: Option<String>,
     time_zone: Option<String>,
     password: Option<String>,
+    /// The caller's password, to change their own password or email.
+    current_password: Option<String>,
 }
 
-fn check_role(checks: &mut Checks, raw: &str) -> String {
+/// A role name, or a 422 on `role`.
+pub(super) fn check_role(checks: &mut Checks, raw: &str) -> String {
     match Role::parse(raw) {
         Some(r) => r.as_str().to_owned(),
         None => {
@@ -83,7 +89,7 @@ pub async fn create_user(
     }
     checks.finish()?;
     let password_hash = match body.password {
-        Some(p) => Some(password::hash(p).await?),
+        Some(p) => Some(hash_password(&state.hasher, p).await?),
         None => None,
     };
     let input = UserInput {
@@ -107,9 +113,17 @@ pub async fn create_user(
 
 /// `PUT /users/:id`: admins change anyone; others change themselves, but
 /// not their role.
+///
+/// Changing one's own password or email takes the current password
+/// (`current_password`: `422` when missing or wrong; checks count against
+/// the sign-in rate limit) and revokes every other token of the caller,
+/// keeping the one the request came with. A user who has no password yet
+/// sets one without. An admin setting another user's password revokes
+/// all of that user's tokens.
 pub async fn update_user(
     State(state): State<AppState>,
     auth: Auth,
+    client: ClientIp,
     Path(id): Path<String>,
     Input(body): Input<UserBody>,
 ) -> ApiResult<StatusCode> {
@@ -147,7 +161,32 @@ pub async fn update_user(
     if let Some(p) = &body.password {
         check_password(&mut checks, p);
     }
+    let credentials_change = body.password.is_some() || email != before.email;
+    let current = match (is_self && credentials_change, &before.password_hash) {
+        (true, Some(stored)) => {
+            let given = checks.required(
+                "current_password",
+                body.current_password.as_deref(),
+                PASSWORD_MAX,
+            );
+            Some((given, stored.clone()))
+        }
+        _ => None,
+    };
     checks.finish()?;
+    if let Some((given, stored)) = current {
+        state
+            .auth_limits
+            .check(Attempt::SignIn, Some(&client), Some(&before.email))?;
+        if !verify_password(&state.hasher, given, Some(&stored)).await? {
+            return Err(ApiError::field("current_password", "is incorrect"));
+        }
+    }
+    let revoke = match (is_self, credentials_change, body.password.is_some()) {
+        (true, true, _) => Revoke::AllBut(&auth.token_id),
+        (false, _, true) => Revoke::All,
+        _ => Revoke::Nothing,
+    };
     let mut changes = Changeset::default();
     changes
         .diff("name", &before.name, &name)
@@ -157,7 +196,7 @@ pub async fn update_user(
     let password_hash = match body.password {
         Some(p) => {
             changes.note("password", json!("changed"));
-            Some(password::hash(p).await?)
+            Some(hash_password(&state.hasher, p).await?)
         }
         None => before.password_hash.clone(),
     };
@@ -178,6 +217,7 @@ pub async fn update_user(
             id,
             &input,
             &changes.into_value(),
+            revoke,
             &auth.actor(),
             state.clock.now_ms(),
         )

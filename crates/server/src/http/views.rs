@@ -4,7 +4,8 @@
 
 use klaxon_core::time::format_ts;
 use klaxon_store::{
-    ApiToken, Contact, Event, Incident, NotificationRule, Policy, PolicyRule, Service, User,
+    ApiToken, Contact, Event, Incident, Invitation, NotificationRule, Policy, PolicyRule, Service,
+    User,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -201,12 +202,33 @@ pub fn token(t: &ApiToken, secret: Option<&str>) -> Value {
         "id": t.id,
         "name": t.name,
         "user_id": t.user_id,
+        "kind": t.kind,
+        "schedule_id": t.schedule_id,
         "created_at": format_ts(t.created_at),
         "last_used_at": ts(t.last_used_at),
-        "_links": { "self": href(format!("/tokens/{}", t.id)) },
+        "expires_at": ts(t.expires_at),
+        "_links": { "self": href(format!("/users/{}/tokens/{}", t.user_id, t.id)) },
     });
     if let (Some(secret), Some(obj)) = (secret, v.as_object_mut()) {
         obj.insert("token".into(), Value::String(secret.to_owned()));
+    }
+    v
+}
+
+/// An invitation; its `code` only once, at creation.
+pub fn invitation(i: &Invitation, code: Option<&str>) -> Value {
+    let mut v = json!({
+        "id": i.id,
+        "role": i.role,
+        "email": i.email,
+        "expires_at": format_ts(i.expires_at),
+        "used_at": ts(i.used_at),
+        "used_by": i.used_by,
+        "created_at": format_ts(i.created_at),
+        "_links": { "self": href(format!("/invitations/{}", i.id)) },
+    });
+    if let (Some(code), Some(obj)) = (code, v.as_object_mut()) {
+        obj.insert("code".into(), Value::String(code.to_owned()));
     }
     v
 }

@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod fake_http;
@@ -29,6 +30,9 @@ pub struct Server {
     env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    /// Everything the process wrote (stderr, and stdout), when started
+    /// with [`Server::start_logging`].
+    logs: Option<Arc<Mutex<String>>>,
 }
 
 /// Generates one `#[tokio::test]` per backend for each named async test
@@ -59,6 +63,16 @@ impl Server {
 
     /// Starts a server with extra environment variables.
     pub async fn start_with(backend: Backend, env: &[(&str, &str)]) -> Server {
+        Self::start_inner(backend, env, false).await
+    }
+
+    /// Starts a server that keeps what it writes to stderr and stdout
+    /// (read it with [`Server::logs`]).
+    pub async fn start_logging(backend: Backend, env: &[(&str, &str)]) -> Server {
+        Self::start_inner(backend, env, true).await
+    }
+
+    async fn start_inner(backend: Backend, env: &[(&str, &str)], keep_logs: bool) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let database_url = match backend {
             Backend::Sqlite => format!("sqlite://{}/klaxon.db", dir.path().display()),
@@ -81,6 +95,7 @@ impl Server {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
+            logs: keep_logs.then(Arc::default),
         };
         server.spawn();
         server
@@ -102,12 +117,26 @@ impl Server {
 
     /// (Re)starts the server process on a new random port.
     pub fn spawn(&mut self) {
+        let stderr = if self.logs.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        };
         let mut child = self
             .command(&["serve", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("klaxon binary runs");
+        if let (Some(logs), Some(stderr)) = (self.logs.clone(), child.stderr.take()) {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut logs = logs.lock().unwrap();
+                    logs.push_str(&line);
+                    logs.push('\n');
+                }
+            });
+        }
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -123,7 +152,16 @@ impl Server {
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let logs = self.logs.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(logs) = &logs {
+                    let mut logs = logs.lock().unwrap();
+                    logs.push_str(&line);
+                    logs.push('\n');
+                }
+            }
+        });
         self.base = base;
         self.child = Some(child);
     }
@@ -139,6 +177,7 @@ impl Server {
             env: self.env.clone(),
             _dir: tempfile::tempdir().unwrap(),
             http: self.http.clone(),
+            logs: None,
         };
         other.spawn();
         other
@@ -177,6 +216,20 @@ impl Server {
             .status()
             .expect("kill runs");
         assert!(sent.success(), "kill -{signal}");
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// What the process has written so far (empty unless started with
+    /// [`Server::start_logging`]).
+    pub fn logs(&self) -> String {
+        self.logs
+            .as_ref()
+            .map(|l| l.lock().unwrap().clone())
+            .unwrap_or_default()
     }
 
     /// Whether the process is still running.

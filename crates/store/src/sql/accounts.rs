@@ -1,4 +1,5 @@
-//! Accounts, users and API tokens, for both backends.
+//! Accounts, users and their tokens (API, session, calendar feed), for
+//! both backends.
 //!
 //! Locking (PostgreSQL; SQLite has one writer at a time and runs the same
 //! statements with the lock clauses dropped):
@@ -18,7 +19,8 @@ use super::row::from_row;
 use super::{audit, found, query, taken, Backend, Db, Write};
 use crate::util::new_id;
 use crate::{
-    Account, AccountStore, Actor, ApiToken, Layer, Principal, Result, StoreError, User, UserInput,
+    token_kind, Account, AccountStore, Actor, ApiToken, Layer, Principal, Result, Revoke,
+    StoreError, TokenInput, User, UserInput,
 };
 
 from_row!(User {
@@ -39,6 +41,9 @@ from_row!(ApiToken {
     name,
     created_at,
     last_used_at,
+    kind,
+    expires_at,
+    schedule_id,
 });
 
 from_row!(Principal {
@@ -47,7 +52,17 @@ from_row!(Principal {
     role,
     token_id,
     last_used_at,
+    kind,
+    expires_at,
+    schedule_id,
 });
+
+/// Token columns, in `ApiToken`'s order.
+macro_rules! token_columns {
+    () => {
+        "id, user_id, name, created_at, last_used_at, kind, expires_at, schedule_id"
+    };
+}
 
 /// User columns, in `User`'s order.
 macro_rules! user_columns {
@@ -82,8 +97,16 @@ impl<B: Backend> AccountStore for B {
         )
         .await?;
         let user = insert_user(&mut tx, &account.id, owner, now).await?;
-        let token =
-            insert_token(&mut tx, &account.id, &user.id, "default", token_hash, now).await?;
+        let token = insert_token(
+            &mut tx,
+            &account.id,
+            &user.id,
+            &first_token(),
+            None,
+            token_hash,
+            now,
+        )
+        .await?;
         audit(&account.id, &Actor::User(user.id.clone()), now)
             .event(
                 &mut tx,
@@ -110,7 +133,8 @@ impl<B: Backend> AccountStore for B {
             .await?
             .fetch_optional(
                 query(
-                    "SELECT u.account_id, u.id AS user_id, u.role, t.id AS token_id, t.last_used_at
+                    "SELECT u.account_id, u.id AS user_id, u.role, t.id AS token_id, t.last_used_at,
+                        t.kind, t.expires_at, t.schedule_id
                      FROM api_tokens t JOIN users u ON u.id = t.user_id
                      WHERE t.token_hash = $1",
                 )
@@ -119,12 +143,21 @@ impl<B: Backend> AccountStore for B {
             .await
     }
 
-    async fn touch_token(&self, token_id: &str, now: Millis) -> Result<()> {
+    async fn touch_token(
+        &self,
+        token_id: &str,
+        now: Millis,
+        renew_until: Option<Millis>,
+    ) -> Result<()> {
         let mut tx = self.write().await?;
         tx.execute(
-            query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-                .bind(&now)
-                .bind(token_id),
+            query(
+                "UPDATE api_tokens SET last_used_at = $1, expires_at = COALESCE($2, expires_at)
+                 WHERE id = $3",
+            )
+            .bind(&now)
+            .bind(&renew_until)
+            .bind(token_id),
         )
         .await?;
         tx.commit().await
@@ -148,33 +181,121 @@ impl<B: Backend> AccountStore for B {
         &self,
         account_id: &str,
         user_id: &str,
-        name: &str,
+        input: &TokenInput,
         token_hash: &str,
         now: Millis,
     ) -> Result<ApiToken> {
         let mut tx = self.write().await?;
-        let token = insert_token(&mut tx, account_id, user_id, name, token_hash, now).await?;
+        let token =
+            insert_token(&mut tx, account_id, user_id, input, None, token_hash, now).await?;
         audit(account_id, &Actor::User(user_id.to_owned()), now)
             .event(
                 &mut tx,
                 "token.create",
                 ("token", &token.id),
-                &json!({"name": name}),
+                &json!({"name": input.name, "kind": input.kind, "expires_at": input.expires_at}),
             )
             .await?;
         tx.commit().await?;
         Ok(token)
     }
 
+    async fn create_feed_token(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        schedule_id: &str,
+        token_hash: &str,
+        now: Millis,
+    ) -> Result<ApiToken> {
+        let mut tx = self.write().await?;
+        // Key-share locked: the schedule cannot be deleted before this
+        // commits (the insert would then hit the foreign key).
+        let schedule: Option<(String,)> = tx
+            .fetch_optional(
+                query("SELECT id FROM schedules WHERE account_id = $1 AND id = $2 FOR KEY SHARE")
+                    .bind(account_id)
+                    .bind(schedule_id),
+            )
+            .await?;
+        schedule.ok_or(StoreError::NotFound)?;
+        let replaced: Option<(String,)> = tx
+            .fetch_optional(
+                query(
+                    "DELETE FROM api_tokens WHERE user_id = $1 AND schedule_id = $2 AND kind = 'feed'
+                     RETURNING id",
+                )
+                .bind(user_id)
+                .bind(schedule_id),
+            )
+            .await?;
+        let input = TokenInput {
+            name: "calendar feed".into(),
+            kind: token_kind::FEED.into(),
+            expires_at: None,
+        };
+        let token = insert_token(
+            &mut tx,
+            account_id,
+            user_id,
+            &input,
+            Some(schedule_id),
+            token_hash,
+            now,
+        )
+        .await?;
+        audit(account_id, &Actor::User(user_id.to_owned()), now)
+            .event(
+                &mut tx,
+                "token.create",
+                ("token", &token.id),
+                &json!({
+                    "name": input.name, "kind": input.kind, "schedule_id": schedule_id,
+                    "replaced": replaced.map(|(id,)| id),
+                }),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    async fn delete_feed_token(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        schedule_id: &str,
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        let (id,): (String,) = tx
+            .fetch_one(
+                query(
+                    "DELETE FROM api_tokens
+                     WHERE account_id = $1 AND user_id = $2 AND schedule_id = $3 AND kind = 'feed'
+                     RETURNING id",
+                )
+                .bind(account_id)
+                .bind(user_id)
+                .bind(schedule_id),
+            )
+            .await?;
+        audit(account_id, &Actor::User(user_id.to_owned()), now)
+            .event(&mut tx, "token.delete", ("token", &id), &json!({}))
+            .await?;
+        tx.commit().await
+    }
+
     async fn list_tokens(&self, account_id: &str, user_id: &str) -> Result<Vec<ApiToken>> {
         self.read()
             .await?
             .fetch_all(
-                query(
+                query(concat!(
+                    "SELECT ",
+                    token_columns!(),
                     // Ties in byte order, as SQLite sorts, whatever the database's collation.
-                    r#"SELECT id, user_id, name, created_at, last_used_at FROM api_tokens
-                     WHERE account_id = $1 AND user_id = $2 ORDER BY created_at DESC, id COLLATE "C""#,
-                )
+                    r#" FROM api_tokens WHERE account_id = $1 AND user_id = $2
+                     ORDER BY created_at DESC, id COLLATE "C""#
+                ))
                 .bind(account_id)
                 .bind(user_id),
             )
@@ -186,6 +307,7 @@ impl<B: Backend> AccountStore for B {
         account_id: &str,
         user_id: &str,
         token_id: &str,
+        actor: &Actor,
         now: Millis,
     ) -> Result<()> {
         let mut tx = self.write().await?;
@@ -198,8 +320,13 @@ impl<B: Backend> AccountStore for B {
             )
             .await?;
         found(done)?;
-        audit(account_id, &Actor::User(user_id.to_owned()), now)
-            .event(&mut tx, "token.delete", ("token", token_id), &json!({}))
+        audit(account_id, actor, now)
+            .event(
+                &mut tx,
+                "token.delete",
+                ("token", token_id),
+                &json!({"user_id": user_id}),
+            )
             .await?;
         tx.commit().await
     }
@@ -261,6 +388,7 @@ impl<B: Backend> AccountStore for B {
         id: &str,
         input: &UserInput,
         changes: &Value,
+        revoke: Revoke<'_>,
         actor: &Actor,
         now: Millis,
     ) -> Result<User> {
@@ -289,8 +417,13 @@ impl<B: Backend> AccountStore for B {
             .await
             .map_err(taken("email"))?
             .ok_or(StoreError::NotFound)?;
+        let revoked = revoke_tokens(&mut tx, account_id, id, revoke).await?;
+        let mut changes = changes.clone();
+        if let (true, Some(obj)) = (revoked > 0, changes.as_object_mut()) {
+            obj.insert("tokens_revoked".into(), json!(revoked));
+        }
         audit(account_id, actor, now)
-            .event(&mut tx, "user.update", ("user", id), changes)
+            .event(&mut tx, "user.update", ("user", id), &changes)
             .await?;
         tx.commit().await?;
         Ok(user)
@@ -358,7 +491,7 @@ impl<B: Backend> AccountStore for B {
     }
 }
 
-async fn insert_user(
+pub(crate) async fn insert_user(
     db: &mut impl Db,
     account_id: &str,
     input: &UserInput,
@@ -384,35 +517,91 @@ async fn insert_user(
     .map_err(taken("email"))
 }
 
-async fn insert_token(
+/// The first token of a new user (registration, bootstrap, invitation):
+/// an API token that does not expire, as the user may have no password to
+/// sign in with again.
+pub(crate) fn first_token() -> TokenInput {
+    TokenInput {
+        name: "default".into(),
+        kind: token_kind::API.into(),
+        expires_at: None,
+    }
+}
+
+/// Inserts a token, first forgetting the user's tokens that have expired
+/// (so sessions do not pile up).
+pub(crate) async fn insert_token(
     db: &mut impl Db,
     account_id: &str,
     user_id: &str,
-    name: &str,
+    input: &TokenInput,
+    schedule_id: Option<&str>,
     token_hash: &str,
     now: Millis,
 ) -> Result<ApiToken> {
+    db.execute(
+        query("DELETE FROM api_tokens WHERE user_id = $1 AND expires_at <= $2")
+            .bind(user_id)
+            .bind(&now),
+    )
+    .await?;
     let token = ApiToken {
         id: new_id(),
         user_id: user_id.to_owned(),
-        name: name.to_owned(),
+        name: input.name.clone(),
         created_at: now,
         last_used_at: None,
+        kind: input.kind.clone(),
+        expires_at: input.expires_at,
+        schedule_id: schedule_id.map(str::to_owned),
     };
     db.execute(
         query(
-            "INSERT INTO api_tokens (id, account_id, user_id, name, token_hash, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_tokens (id, account_id, user_id, name, token_hash, created_at, kind,
+                expires_at, schedule_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&token.id)
         .bind(account_id)
         .bind(user_id)
-        .bind(name)
+        .bind(&token.name)
         .bind(token_hash)
-        .bind(&now),
+        .bind(&now)
+        .bind(&token.kind)
+        .bind(&token.expires_at)
+        .bind(&token.schedule_id),
     )
     .await?;
     Ok(token)
+}
+
+/// Deletes the user's tokens `revoke` names; how many.
+async fn revoke_tokens(
+    db: &mut impl Db,
+    account_id: &str,
+    user_id: &str,
+    revoke: Revoke<'_>,
+) -> Result<u64> {
+    match revoke {
+        Revoke::Nothing => Ok(0),
+        Revoke::AllBut(keep) => {
+            db.execute(
+                query("DELETE FROM api_tokens WHERE account_id = $1 AND user_id = $2 AND id <> $3")
+                    .bind(account_id)
+                    .bind(user_id)
+                    .bind(keep),
+            )
+            .await
+        }
+        Revoke::All => {
+            db.execute(
+                query("DELETE FROM api_tokens WHERE account_id = $1 AND user_id = $2")
+                    .bind(account_id)
+                    .bind(user_id),
+            )
+            .await
+        }
+    }
 }
 
 /// Serialises changes to an account's set of admins: two admins demoting

@@ -22,6 +22,7 @@ pub(crate) mod contacts;
 pub(crate) mod feed;
 pub(crate) mod heartbeats;
 pub(crate) mod incidents;
+pub(crate) mod invitations;
 pub(crate) mod links;
 pub(crate) mod outbox;
 pub(crate) mod policies;

@@ -18,6 +18,11 @@ pub(crate) async fn accounts_and_tokens(store: Arc<dyn Store>) {
         (t.account.as_str(), t.admin.as_str(), "admin")
     );
     assert_eq!(p.last_used_at, None);
+    assert_eq!(
+        (p.kind.as_str(), p.expires_at, p.schedule_id.as_deref()),
+        ("api", None, None),
+        "an account's first token is an API token that does not expire"
+    );
     assert!(store
         .principal_by_token("nope")
         .await
@@ -25,7 +30,7 @@ pub(crate) async fn accounts_and_tokens(store: Arc<dyn Store>) {
         .is_none());
 
     store
-        .touch_token(&p.token_id, NOW + MINUTE)
+        .touch_token(&p.token_id, NOW + MINUTE, None)
         .await
         .expect("touch_token");
     let p2 = store
@@ -50,7 +55,13 @@ pub(crate) async fn accounts_and_tokens(store: Arc<dyn Store>) {
         .is_none());
 
     let second = store
-        .create_token(&t.account, &t.admin, "laptop", "hash-2", NOW + 2 * MINUTE)
+        .create_token(
+            &t.account,
+            &t.admin,
+            &api_token("laptop", None),
+            "hash-2",
+            NOW + 2 * MINUTE,
+        )
         .await
         .expect("create_token");
     assert_eq!(second.name, "laptop");
@@ -63,7 +74,13 @@ pub(crate) async fn accounts_and_tokens(store: Arc<dyn Store>) {
     assert_eq!(tokens[1].last_used_at, Some(NOW + MINUTE));
 
     store
-        .delete_token(&t.account, &t.admin, &second.id, NOW + 3 * MINUTE)
+        .delete_token(
+            &t.account,
+            &t.admin,
+            &second.id,
+            &t.actor(),
+            NOW + 3 * MINUTE,
+        )
         .await
         .expect("delete_token");
     assert!(store
@@ -73,7 +90,7 @@ pub(crate) async fn accounts_and_tokens(store: Arc<dyn Store>) {
         .is_none());
     assert_not_found(
         store
-            .delete_token(&t.account, &t.admin, &second.id, NOW)
+            .delete_token(&t.account, &t.admin, &second.id, &t.actor(), NOW)
             .await,
         "token deleted twice",
     );
@@ -116,6 +133,7 @@ pub(crate) async fn tenant_isolation(store: Arc<dyn Store>) {
                 &a.users[0],
                 &user_input("x", "x@x.test", "responder"),
                 &json!({}),
+                Revoke::Nothing,
                 &actor,
                 NOW,
             )
@@ -136,7 +154,7 @@ pub(crate) async fn tenant_isolation(store: Arc<dyn Store>) {
         .expect("list_tokens");
     assert_not_found(
         store
-            .delete_token(acc, &a.t.admin, &tokens[0].id, NOW)
+            .delete_token(acc, &a.t.admin, &tokens[0].id, &actor, NOW)
             .await,
         "delete_token",
     );
@@ -411,6 +429,7 @@ pub(crate) async fn user_email_is_unique(store: Arc<dyn Store>) {
                 &bob.id,
                 &user_input("Bob", "alice@x.test", "observer"),
                 &json!({}),
+                Revoke::Nothing,
                 &t.actor(),
                 NOW,
             )
@@ -421,7 +440,15 @@ pub(crate) async fn user_email_is_unique(store: Arc<dyn Store>) {
     let mut input = user_input("Robert", "bob@x.test", "responder");
     input.password_hash = Some("$argon2id$fake".into());
     let bob2 = store
-        .update_user(&t.account, &bob.id, &input, &changes, &t.actor(), NOW + 3)
+        .update_user(
+            &t.account,
+            &bob.id,
+            &input,
+            &changes,
+            Revoke::Nothing,
+            &t.actor(),
+            NOW + 3,
+        )
         .await
         .expect("update_user");
     assert_eq!(
@@ -465,13 +492,29 @@ pub(crate) async fn last_admin_is_kept(store: Arc<dyn Store>) {
     );
     assert_conflict(
         store
-            .update_user(&t.account, &t.admin, &demote, &json!({}), &t.actor(), NOW)
+            .update_user(
+                &t.account,
+                &t.admin,
+                &demote,
+                &json!({}),
+                Revoke::Nothing,
+                &t.actor(),
+                NOW,
+            )
             .await,
     );
     // Renaming the last admin while keeping the role is fine.
     let keep = user_input("Renamed", &owner.email, "admin");
     store
-        .update_user(&t.account, &t.admin, &keep, &json!({}), &t.actor(), NOW)
+        .update_user(
+            &t.account,
+            &t.admin,
+            &keep,
+            &json!({}),
+            Revoke::Nothing,
+            &t.actor(),
+            NOW,
+        )
         .await
         .expect("rename last admin");
 
@@ -485,7 +528,15 @@ pub(crate) async fn last_admin_is_kept(store: Arc<dyn Store>) {
         .await
         .expect("second admin");
     store
-        .update_user(&t.account, &t.admin, &demote, &json!({}), &t.actor(), NOW)
+        .update_user(
+            &t.account,
+            &t.admin,
+            &demote,
+            &json!({}),
+            Revoke::Nothing,
+            &t.actor(),
+            NOW,
+        )
         .await
         .expect("demote with another admin left");
     let demote_second = user_input("Second", "second@x.test", "observer");
@@ -496,6 +547,7 @@ pub(crate) async fn last_admin_is_kept(store: Arc<dyn Store>) {
                 &second.id,
                 &demote_second,
                 &json!({}),
+                Revoke::Nothing,
                 &t.actor(),
                 NOW,
             )

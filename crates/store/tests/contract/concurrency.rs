@@ -177,7 +177,15 @@ pub(crate) async fn concurrent_admin_demotions(store: Arc<dyn Store>) {
             if n % 2 == 0 {
                 let input = user_input(&user.name, &user.email, "observer");
                 store
-                    .update_user(&account, &id, &input, &json!({}), &Actor::System, NOW)
+                    .update_user(
+                        &account,
+                        &id,
+                        &input,
+                        &json!({}),
+                        Revoke::Nothing,
+                        &Actor::System,
+                        NOW,
+                    )
                     .await
                     .map(|_| ())
             } else {
