@@ -152,11 +152,7 @@ impl<'a> Fields<'a> {
     /// What every event starts with, under its version's names: the
     /// integration key, the action, and the deduplication key (required
     /// unless the action is a trigger).
-    fn head(
-        &self,
-        [key, action, dedup]: [&str; 3],
-        errors: &mut Vec<String>,
-    ) -> (Option<&'a str>, Option<Action>, Option<&'a str>) {
+    fn head(&self, [key, action, dedup]: [&str; 3], errors: &mut Vec<String>) -> Head<'a> {
         let routing_key = self.line(key, true, errors);
         let parsed = self.line(action, true, errors).and_then(|a| {
             Action::parse(a).or_else(|| {
@@ -272,6 +268,30 @@ fn check_key(name: &str, key: Option<&str>, errors: &mut Vec<String>) {
     }
 }
 
+/// The head of an event as [`Fields::head`] reads it.
+type Head<'a> = (Option<&'a str>, Option<Action>, Option<&'a str>);
+
+impl Event {
+    /// The event, if validation found nothing wrong.
+    fn checked(
+        errors: Vec<String>,
+        (key, action, dedup_key): Head<'_>,
+        summary: Option<&str>,
+        details: Map<String, Value>,
+    ) -> Result<Event, PdError> {
+        match (errors.is_empty(), key, action) {
+            (true, Some(key), Some(action)) => Ok(Event {
+                routing_key: key.to_owned(),
+                action,
+                dedup_key: dedup_key.map(|k| k.trim().to_owned()),
+                summary: summary.unwrap_or_default().to_owned(),
+                details,
+            }),
+            _ => Err(PdError::Invalid(errors)),
+        }
+    }
+}
+
 /// Validates an Events API v2 event.
 fn parse_v2(document: &Value) -> Result<Event, PdError> {
     let object = event_object(document)?;
@@ -318,16 +338,7 @@ fn parse_v2(document: &Value) -> Result<Event, PdError> {
             event.keep_array(field, &mut details, &mut errors);
         }
     }
-    match (errors.is_empty(), routing_key, action) {
-        (true, Some(routing_key), Some(action)) => Ok(Event {
-            routing_key: routing_key.to_owned(),
-            action,
-            dedup_key: dedup_key.map(|k| k.trim().to_owned()),
-            summary: summary.unwrap_or_default().to_owned(),
-            details,
-        }),
-        _ => Err(PdError::Invalid(errors)),
-    }
+    Event::checked(errors, (routing_key, action, dedup_key), summary, details)
 }
 
 /// Validates a v1 event (`service_key`, `event_type`, `incident_key`,
@@ -348,16 +359,12 @@ fn parse_v1(document: &Value) -> Result<Event, PdError> {
             event.keep_text(field, &mut details, &mut errors);
         }
     }
-    match (errors.is_empty(), service_key, action) {
-        (true, Some(key), Some(action)) => Ok(Event {
-            routing_key: key.to_owned(),
-            action,
-            dedup_key: incident_key.map(|k| k.trim().to_owned()),
-            summary: summary.unwrap_or_default().to_owned(),
-            details,
-        }),
-        _ => Err(PdError::Invalid(errors)),
-    }
+    Event::checked(
+        errors,
+        (service_key, action, incident_key),
+        summary,
+        details,
+    )
 }
 
 /// The request's JSON document. The content type is not looked at: the
